@@ -1,0 +1,56 @@
+"""FastAPI dependencies, as Annotated aliases: the database session and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth.tokens import UserTokenVerifier
+from backend.db import Database
+from backend.errors import Forbidden, Unauthorized
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.database
+    async with database.session_scope() as session:
+        yield session
+
+
+async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.database
+    async with database.session_scope(write=True) as session:
+        yield session
+
+
+ReadSession = Annotated[AsyncSession, Depends(_read_session)]
+WriteSession = Annotated[AsyncSession, Depends(_write_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT (or a dev token).")
+
+
+async def current_user_id(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Missing bearer token")
+    verifier: UserTokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[str, Depends(current_user_id)]
+
+
+async def path_user_id(
+    user_id: Annotated[str, Path(min_length=1, max_length=128)], caller: CurrentUser
+) -> str:
+    if user_id != caller:
+        raise Forbidden("This token cannot act for that user", code="user_mismatch")
+    return caller
+
+
+PathUser = Annotated[str, Depends(path_user_id)]

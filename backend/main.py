@@ -1,0 +1,117 @@
+"""create_app(): the FastAPI application, its lifespan and its routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from backend.auth.jwks import JWKSCache
+from backend.auth.tokens import UserTokenVerifier, shared_secret_config
+from backend.config import Settings, get_settings
+from backend.db import Database
+from backend.errors import ErrorBody, ServiceUnavailable
+from backend.tasks.router import router as tasks_router
+from backend.web import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
+
+logger = logging.getLogger("backend")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
+    auth_mode: str
+
+
+def _auth_mode(settings: Settings) -> str:
+    if settings.auth_jwks_url:
+        return "jwks"
+    return "shared_secret" if settings.auth_secret else "dev"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.database_url)
+        async with httpx.AsyncClient(timeout=settings.jwks_timeout_seconds) as http:
+            jwks = (
+                JWKSCache(
+                    settings.auth_jwks_url,
+                    client=http,
+                    max_age_seconds=settings.jwks_cache_seconds,
+                    refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+                )
+                if settings.auth_jwks_url
+                else None
+            )
+            app.state.settings = settings
+            app.state.database = database
+            app.state.token_verifier = UserTokenVerifier(
+                settings, jwks, None if jwks else shared_secret_config(settings)
+            )
+            logger.info(
+                "API ready: auth=%s database=%s",
+                _auth_mode(settings),
+                database.engine.url.get_backend_name(),
+            )
+            try:
+                yield
+            finally:
+                await database.dispose()
+
+    app = FastAPI(
+        title="Todo Assistant API",
+        version="0.1.0",
+        summary="Tasks, chat and ChatKit for a todo assistant.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Timezone"],
+            expose_headers=["X-Request-ID", "Location"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(tasks_router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"model": ErrorBody, "description": "Database unreachable"}},
+    )
+    async def readyz() -> Readiness:
+        """The database answers."""
+        database: Database = app.state.database
+        try:
+            async with database.session_scope() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise ServiceUnavailable("Database unreachable", code="database_unavailable") from exc
+        return Readiness(
+            status="ok",
+            database=database.engine.url.get_backend_name(),
+            auth_mode=_auth_mode(settings),
+        )
+
+    return app

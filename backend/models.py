@@ -1,0 +1,74 @@
+"""Every table. Alembic reads this module's metadata; it is the only schema writer."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String
+from sqlmodel import Field, Relationship, SQLModel
+
+from backend.db import UTCDateTime, utc_now
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Priority(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    urgent = "urgent"
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "task"
+    __table_args__ = (
+        CheckConstraint("priority IN ('low', 'medium', 'high', 'urgent')", name="priority"),
+        Index("ix_task_user_id_created_at", "user_id", "created_at"),
+        Index("ix_task_user_id_updated_at", "user_id", "updated_at"),
+        Index("ix_task_user_id_due_at", "user_id", "due_at"),
+        Index("ix_task_user_id_completed", "user_id", "completed"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=128, index=True)
+    title: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    completed: bool = Field(default=False)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    priority: str = Field(default=Priority.medium.value, max_length=16)
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    remind_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    recurrence: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    tag_links: list["TaskTag"] = Relationship(
+        sa_relationship_kwargs={
+            "lazy": "selectin",
+            "cascade": "all, delete-orphan",
+            "order_by": "TaskTag.position",
+        }
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return [link.tag for link in self.tag_links]
+
+
+class TaskTag(SQLModel, table=True):
+    """One row per tag: an indexed equality lookup on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "task_tag"
+
+    task_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("task.id", ondelete="CASCADE"), primary_key=True),
+    )
+    tag: str = Field(sa_column=Column(String(32), primary_key=True, index=True))
+    position: int = Field(default=0)

@@ -1,0 +1,189 @@
+"""The task rules. REST routes, MCP tools, the agent and the CLI all come through here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+from sqlmodel import col
+
+from backend.db import utc_now
+from backend.errors import NotFound
+from backend.models import Task, TaskTag
+from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate
+
+PRIORITY_RANK = case(
+    {"low": 0, "medium": 1, "high": 2, "urgent": 3}, value=col(Task.priority), else_=1
+)
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"Task {task_id} not found")
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class TaskListResult:
+    items: Sequence[Task]
+    total: int
+
+
+def _owned(user_id: str, *, include_deleted: bool = False) -> Select[Task]:
+    """The one access-control point: this user's live tasks (restore also sees deleted ones)."""
+    statement = select(Task).where(col(Task.user_id) == user_id)
+    return statement if include_deleted else statement.where(col(Task.deleted_at).is_(None))
+
+
+async def _load(
+    session: AsyncSession, user_id: str, task_id: int, *, include_deleted: bool = False
+) -> Task:
+    statement = _owned(user_id, include_deleted=include_deleted).where(col(Task.id) == task_id)
+    task = (await session.scalars(statement)).first()
+    if task is None:
+        raise TaskNotFound(task_id)
+    return task
+
+
+def _set_tags(task: Task, tags: list[str]) -> None:
+    task.tag_links = [TaskTag(tag=tag, position=index) for index, tag in enumerate(tags)]
+
+
+def _apply_completion(task: Task, completed: bool) -> None:
+    if completed and not task.completed:
+        task.completed_at = utc_now()
+    elif not completed:
+        task.completed_at = None
+    task.completed = completed
+
+
+async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> Task:
+    now = utc_now()
+    task = Task(
+        user_id=user_id,
+        title=data.title,
+        description=data.description,
+        priority=data.priority.value,
+        due_at=data.due_at,
+        remind_at=data.remind_at,
+        recurrence=data.recurrence,
+        created_at=now,
+        updated_at=now,
+    )
+    _set_tags(task, data.tags)
+    session.add(task)
+    await session.flush()
+    return task
+
+
+async def get_task(session: AsyncSession, user_id: str, task_id: int) -> Task:
+    return await _load(session, user_id, task_id)
+
+
+def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
+    now = utc_now()
+    conditions: list[ColumnElement[bool]] = []
+    if query.status != "all":
+        conditions.append(
+            col(Task.completed).is_(true() if query.status == "completed" else false())
+        )
+    if query.priority is not None:
+        conditions.append(col(Task.priority) == query.priority.value)
+    for tag in query.tag:
+        conditions.append(
+            exists().where(col(TaskTag.task_id) == col(Task.id), col(TaskTag.tag) == tag)
+        )
+    if query.q:
+        conditions.append(
+            or_(
+                col(Task.title).icontains(query.q, autoescape=True),
+                col(Task.description).icontains(query.q, autoescape=True),
+            )
+        )
+    if query.due_before is not None:
+        conditions.append(col(Task.due_at) < query.due_before)
+    if query.due_after is not None:
+        conditions.append(col(Task.due_at) >= query.due_after)
+    if query.overdue:
+        conditions.append(and_(col(Task.due_at) < now, col(Task.completed).is_(false())))
+    return conditions
+
+
+def _ordering(query: TaskQuery) -> list[Any]:
+    column: Any = PRIORITY_RANK if query.sort == "priority" else getattr(Task, query.sort)
+    order = query.order or ("desc" if query.sort in ("created_at", "updated_at") else "asc")
+    primary = column.desc() if order == "desc" else column.asc()
+    tie_break = col(Task.id).desc() if order == "desc" else col(Task.id).asc()
+    if query.sort == "due_at":  # undated tasks last in either direction
+        return [col(Task.due_at).is_(None), primary, tie_break]
+    return [primary, tie_break]
+
+
+async def list_tasks(session: AsyncSession, user_id: str, query: TaskQuery) -> TaskListResult:
+    scoped = _owned(user_id).where(*_filters(query))
+    total = await session.scalar(select(func.count()).select_from(scoped.subquery()))
+    page = scoped.order_by(*_ordering(query)).limit(query.limit).offset(query.offset)
+    items = (await session.scalars(page)).all()
+    return TaskListResult(items=items, total=total or 0)
+
+
+async def update_task(
+    session: AsyncSession, user_id: str, task_id: int, changes: TaskUpdate
+) -> Task:
+    """Change only the fields that were sent."""
+    task = await _load(session, user_id, task_id)
+    fields = changes.model_dump(exclude_unset=True)
+    if "tags" in fields:
+        _set_tags(task, fields.pop("tags") or [])
+    if "completed" in fields:
+        _apply_completion(task, fields.pop("completed"))
+    for name, value in fields.items():
+        setattr(task, name, value)
+    task.updated_at = utc_now()
+    await session.flush()
+    return task
+
+
+async def replace_task(
+    session: AsyncSession, user_id: str, task_id: int, data: TaskReplace
+) -> Task:
+    """Set every editable field; omitted ones return to their defaults."""
+    return await update_task(
+        session, user_id, task_id, TaskUpdate.model_validate(data.model_dump())
+    )
+
+
+async def set_completion(
+    session: AsyncSession, user_id: str, task_id: int, completed: bool | None = None
+) -> Task:
+    """Mark done or not done; `None` toggles."""
+    task = await _load(session, user_id, task_id)
+    _apply_completion(task, (not task.completed) if completed is None else completed)
+    task.updated_at = utc_now()
+    await session.flush()
+    return task
+
+
+async def delete_task(session: AsyncSession, user_id: str, task_id: int) -> Task:
+    """Soft delete: the task disappears from every read until restored."""
+    task = await _load(session, user_id, task_id)
+    task.deleted_at = task.updated_at = utc_now()
+    await session.flush()
+    return task
+
+
+async def restore_task(session: AsyncSession, user_id: str, task_id: int) -> Task:
+    """Undo a delete; restoring a live task changes nothing."""
+    task = await _load(session, user_id, task_id, include_deleted=True)
+    if task.deleted_at is None:
+        return task
+    task.deleted_at = None
+    task.updated_at = utc_now()
+    await session.flush()
+    return task

@@ -1,0 +1,206 @@
+"""HTTP edges shared by every route: request ids, body limits, error rendering."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.errors import AppError, ErrorBody
+
+logger = logging.getLogger("backend.http")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class RequestIdMiddleware:
+    """Accept a sane X-Request-ID from the client or make one; echo it on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # Rendered here, inside the request id, rather than by Starlette's outer handler.
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await error_response(500, "Internal server error", "internal_error")(
+                    scope, receive, send_with_id
+                )
+        finally:
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413, counting bytes as they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _too_large(self.max_bytes)(scope, receive, send)
+            return
+        received = 0
+        rejected = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes and not rejected:
+                    rejected = True
+                    if not response_started:
+                        await _too_large(self.max_bytes)(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if rejected:
+                return  # the 413 has already been sent
+            response_started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error_response(413, f"Request body exceeds {limit} bytes", "payload_too_large")
+
+
+def error_response(
+    status: int,
+    detail: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(detail=detail, code=code, request_id=request_id_var.get(), errors=errors)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _log(status: int, code: str, request: Request) -> None:
+    level = logging.ERROR if status >= 500 else logging.WARNING
+    logger.log(level, "%s %s -> %s %s", request.method, request.url.path, status, code)
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    _log(exc.status_code, exc.code, request)
+    return error_response(exc.status_code, exc.message, exc.code, exc.headers)
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    # Drop the echoed input: it may be large or sensitive.
+    return [
+        {
+            "loc": list(err.get("loc", [])),
+            "msg": str(err.get("msg", "")),
+            "type": err.get("type", ""),
+        }
+        for err in errors
+    ]
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _clean_errors(exc.errors())
+    first = errors[0] if errors else {"loc": [], "msg": "invalid input"}
+    where = ".".join(str(part) for part in first["loc"] if part != "body")
+    message = str(first["msg"])
+    _log(422, "validation_error", request)
+    return error_response(
+        422, f"{where}: {message}" if where else message, "validation_error", errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    _log(exc.status_code, code, request)
+    return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error(
+        "database error on %s %s: %s", request.method, request.url.path, type(exc).__name__
+    )
+    return error_response(
+        503, "The database is unavailable; nothing was changed", "database_unavailable"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unavailable in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
+        app.add_exception_handler(unavailable, _database_error)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        401: "Missing or invalid bearer token",
+        403: "The token's user is not the path's user",
+        413: "Request body too large",
+        422: "Invalid input",
+        503: "Database or key set unavailable",
+    }.items()
+}

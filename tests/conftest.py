@@ -1,0 +1,122 @@
+"""Shared fixtures: every database test runs on SQLite and, when configured, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+import backend.models  # noqa: F401  (registers the tables)
+from backend.cli import migrate
+from backend.config import Settings
+from backend.db import Database
+from backend.main import create_app
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+async def _reset_postgres(url: str) -> None:
+    database = Database(url)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database; the PostgreSQL half is required in CI and never skipped there."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    else:
+        url = os.environ.get("TEST_DATABASE_URL", "")
+        if not url:
+            if os.environ.get("CI"):
+                pytest.fail("CI must set TEST_DATABASE_URL so the PostgreSQL tests run")
+            pytest.skip("TEST_DATABASE_URL is not set (PostgreSQL half skipped locally)")
+        if make_url(url).get_backend_name() != "postgresql":
+            pytest.fail("TEST_DATABASE_URL must be a postgresql+asyncpg:// URL")
+        asyncio.run(_reset_postgres(url))
+    migrate(Settings(_env_file=None, database_url=url))
+    return url
+
+
+@pytest.fixture
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith("postgresql")
+
+
+def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "app_env": "test",
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "auth_secret": TEST_SECRET,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The test database, emptied before each test."""
+    db = Database(database_url)
+    async with db.engine.begin() as connection:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            await connection.execute(table.delete())
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings, database: Database) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+def user_token(user_id: str, *, secret: str = TEST_SECRET, ttl: int = 600, **claims: Any) -> str:
+    payload: dict[str, Any] = {
+        "sub": user_id,
+        "iat": int(time.time()),
+        "exp": int(time.time()) + ttl,
+    }
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def auth(user_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {user_token(user_id)}"}
+
+
+@pytest.fixture
+def auth_headers() -> Callable[[str], dict[str, str]]:
+    return auth
