@@ -23,7 +23,8 @@ def _split_csv(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # Empty values (`AUTH_SECRET=` as in .env.example) mean "unset", not "".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     app_env: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path("data")
@@ -41,6 +42,19 @@ class Settings(BaseSettings):
     jwks_refetch_cooldown_seconds: int = Field(default=30, ge=1)
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    # The MCP server, and the access tokens the API mints for it (never the user's JWT).
+    mcp_url: str = "http://127.0.0.1:8001/mcp"
+    mcp_resource_url: str = "http://127.0.0.1:8001/mcp"
+    mcp_token_issuer: str = "http://127.0.0.1:8000"
+    mcp_token_secret: str | None = None
+    mcp_token_ttl_seconds: int = Field(default=300, ge=10, le=600)
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    )
+    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"]
+    )
+
     # Limits.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
@@ -50,7 +64,12 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("auth_algorithms", "cors_origins"):
+            for key in (
+                "auth_algorithms",
+                "cors_origins",
+                "mcp_allowed_hosts",
+                "mcp_allowed_origins",
+            ):
                 if key in data:
                     data[key] = _split_csv(data[key])
         return data
@@ -61,11 +80,18 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'todo.db'}"
         if self.auth_secret is not None and len(self.auth_secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        if self.mcp_token_secret is not None:
+            if len(self.mcp_token_secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"MCP_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+            if self.mcp_token_secret == self.auth_secret:
+                raise ValueError("MCP_TOKEN_SECRET must differ from AUTH_SECRET")
         if "none" in {alg.lower() for alg in self.auth_algorithms}:
             raise ValueError("AUTH_ALGORITHMS must not contain 'none'")
         if self.app_env == "production":
             if not self.auth_jwks_url and not self.auth_secret:
                 raise ValueError("production needs AUTH_JWKS_URL or AUTH_SECRET (>= 32 bytes)")
+            if not self.mcp_token_secret:
+                raise ValueError("production needs MCP_TOKEN_SECRET (>= 32 bytes)")
             if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
                 raise ValueError(
                     "production with AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE"
@@ -84,18 +110,22 @@ class Settings(BaseSettings):
 
 def read_or_create_secret(path: Path) -> str:
     """Return the secret stored at `path`, creating it (mode 0600) on first use."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked in: no reader ever sees an empty or partial file.
+        staged = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(staged, path)
+        except FileExistsError:  # another process created it first
+            pass
+        finally:
+            staged.unlink()
+    value = path.read_text().strip()
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path} holds fewer than {MIN_SECRET_BYTES} bytes; delete it to renew")
     return value
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from dateutil.rrule import rrulestr
@@ -25,6 +25,14 @@ MAX_TAG = 32
 MAX_RECURRENCE = 500
 MAX_PAGE = 100
 SIMPLE_RECURRENCES = ("daily", "weekly", "monthly")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""Any offset is accepted; the value is kept as the same instant in UTC."""
 
 
 def _no_nul(value: str) -> str:
@@ -94,8 +102,8 @@ class TaskCreate(_Input):
     description: Description | None = None
     priority: Priority = Priority.medium
     tags: Tags = Field(default_factory=list)
-    due_at: AwareDatetime | None = None
-    remind_at: AwareDatetime | None = None
+    due_at: UtcDatetime | None = None
+    remind_at: UtcDatetime | None = None
     recurrence: Recurrence = None
 
 
@@ -112,8 +120,8 @@ class TaskUpdate(_Input):
     description: Description | None = None
     priority: Priority | None = None
     tags: Tags | None = None
-    due_at: AwareDatetime | None = None
-    remind_at: AwareDatetime | None = None
+    due_at: UtcDatetime | None = None
+    remind_at: UtcDatetime | None = None
     recurrence: Recurrence = None
     completed: bool | None = None
 
@@ -143,8 +151,8 @@ class TaskQuery(_Input):
     q: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = Field(
         default=None, description="Case-insensitive search in title and description."
     )
-    due_before: AwareDatetime | None = None
-    due_after: AwareDatetime | None = None
+    due_before: UtcDatetime | None = None
+    due_after: UtcDatetime | None = None
     overdue: bool = False
     sort: SortField = "created_at"
     order: Literal["asc", "desc"] | None = Field(

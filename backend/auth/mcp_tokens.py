@@ -1,0 +1,109 @@
+"""Access tokens for the MCP server: minted by the API per request, verified by the MCP server.
+
+They are not user JWTs: their own secret, audience = the MCP resource URL, a few minutes of
+life, and scopes. The MCP server never sees a user's own token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from backend.config import Settings, read_or_create_secret
+
+READ_SCOPE = "tasks:read"
+WRITE_SCOPE = "tasks:write"
+ALL_SCOPES = (READ_SCOPE, WRITE_SCOPE)
+MAX_TTL_SECONDS = 600
+LEEWAY_SECONDS = 5
+DEV_MCP_SECRET_FILE = "dev-mcp-secret"
+
+
+class InvalidMcpToken(Exception):
+    """The token is not a valid MCP access token for this server."""
+
+
+@dataclass(frozen=True)
+class McpTokenConfig:
+    secret: str
+    issuer: str
+    audience: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class McpAccess:
+    user_id: str
+    scopes: tuple[str, ...]
+    expires_at: int
+    client_id: str
+
+
+def mcp_token_config(settings: Settings) -> McpTokenConfig:
+    """The shared setup; in dev mode a second local secret shared by the API and MCP server."""
+    secret = settings.mcp_token_secret
+    if secret is None:
+        if settings.app_env == "production":
+            raise RuntimeError("MCP_TOKEN_SECRET is required in production")
+        secret = read_or_create_secret(settings.data_dir / DEV_MCP_SECRET_FILE)
+    return McpTokenConfig(
+        secret=secret,
+        issuer=settings.mcp_token_issuer,
+        audience=settings.mcp_resource_url,
+        ttl_seconds=settings.mcp_token_ttl_seconds,
+    )
+
+
+def mint_mcp_token(
+    config: McpTokenConfig,
+    user_id: str,
+    scopes: tuple[str, ...] = ALL_SCOPES,
+    ttl_seconds: int | None = None,
+    client_id: str = "todo-assistant-api",
+) -> str:
+    ttl = min(ttl_seconds or config.ttl_seconds, MAX_TTL_SECONDS)
+    now = int(time.time())
+    claims = {
+        "iss": config.issuer,
+        "aud": config.audience,
+        "sub": user_id,
+        "client_id": client_id,
+        "scope": " ".join(scopes),
+        "iat": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, config.secret, algorithm="HS256")
+
+
+def verify_mcp_token(config: McpTokenConfig, token: str) -> McpAccess:
+    if not token or len(token) > 8192:
+        raise InvalidMcpToken("bad token size")
+    try:
+        claims = jwt.decode(
+            token,
+            config.secret,
+            algorithms=["HS256"],
+            audience=config.audience,
+            issuer=config.issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "sub", "iss", "aud", "iat"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidMcpToken(str(exc)) from exc
+    expires_at = int(claims["exp"])
+    if expires_at - time.time() > MAX_TTL_SECONDS + LEEWAY_SECONDS:
+        raise InvalidMcpToken("token lives longer than the MCP server accepts")
+    subject, scope = claims["sub"], claims.get("scope", "")
+    if not isinstance(subject, str) or not subject or not isinstance(scope, str):
+        raise InvalidMcpToken("bad subject or scope")
+    client_id = claims.get("client_id")
+    return McpAccess(
+        user_id=subject,
+        scopes=tuple(scope.split()),
+        expires_at=expires_at,
+        client_id=client_id if isinstance(client_id, str) else "unknown",
+    )

@@ -1,0 +1,416 @@
+"""The MCP server: task tools for AI agents, calling the same task service as the REST API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.routes import build_resource_metadata_url
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import ToolAnnotations
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from backend.auth.mcp_tokens import READ_SCOPE, WRITE_SCOPE, mcp_token_config
+from backend.config import Settings
+from backend.db import Database
+from backend.errors import AppError
+from backend.tasks import service
+from backend.tasks.schemas import MAX_PAGE, TaskCreate, TaskQuery, TaskUpdate
+from mcp_server.auth import McpTokenVerifier, WriteScopeGate
+from mcp_server.schemas import TaskChanged, TaskCreated, TaskList, TaskView
+
+INSTRUCTIONS = """Manage the signed-in user's todo list. Every tool acts only on that user's tasks.
+Find a task's id with list_tasks (use `search` with words from its title) before changing it.
+Times are ISO 8601 with a UTC offset, e.g. 2026-12-01T17:00:00+01:00.
+Deletes are soft: restore_task undoes one."""
+
+WRITE_TOOLS = frozenset(
+    {"add_task", "update_task", "complete_task", "reopen_task", "delete_task", "restore_task"}
+)
+T = TypeVar("T")
+UserResolver = Callable[[], str]
+
+TaskIdArg = Annotated[
+    int, Field(description="The task's id, as shown by list_tasks.", ge=1, le=2**31 - 1)
+]
+TitleArg = Annotated[
+    str, Field(description="Short title, 1-200 characters.", min_length=1, max_length=200)
+]
+DescriptionArg = Annotated[
+    str | None, Field(description="Optional longer notes, up to 2000 characters.", max_length=2000)
+]
+PriorityArg = Annotated[
+    Literal["low", "medium", "high", "urgent"] | None,
+    Field(description="How important the task is."),
+]
+TagsArg = Annotated[
+    list[Annotated[str, Field(max_length=32)]] | None,
+    Field(
+        description="Up to 10 short labels such as 'work' or 'home' (lowercased).", max_length=10
+    ),
+]
+DueArg = Annotated[
+    AwareDatetime | None,
+    Field(description="When it is due: ISO 8601 with a UTC offset, e.g. 2026-12-01T17:00:00Z."),
+]
+RecurrenceArg = Annotated[
+    str | None,
+    Field(
+        description="Repeat rule: daily, weekly, monthly, or an RFC 5545 RRULE such as "
+        "FREQ=WEEKLY;BYDAY=MO. Use 'none' to stop repeating.",
+        max_length=500,
+    ),
+]
+
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+
+
+def _annotations(*, destructive: bool, idempotent: bool) -> ToolAnnotations:
+    return ToolAnnotations(
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
+    )
+
+
+def _strict(tool: Tool) -> Tool:
+    """Reject unknown arguments instead of silently dropping them."""
+    base = tool.fn_metadata.arg_model
+    tool.fn_metadata.arg_model = type(
+        base.__name__,
+        (base,),
+        {
+            "model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            "__module__": base.__module__,
+        },
+    )
+    tool.parameters["additionalProperties"] = False
+    return tool
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)
+
+
+def http_user() -> str:
+    """The user of the verified access token (HTTP transport)."""
+    token = get_access_token()
+    if token is None or not token.subject:
+        raise ToolError("Not authenticated")
+    return token.subject
+
+
+def _require_scope(scope: str) -> None:
+    token = get_access_token()
+    if token is not None and scope not in token.scopes:
+        raise ToolError(f"insufficient_scope: this tool needs the {scope} scope")
+
+
+class TaskTools:
+    """The tool functions; each call opens its own database session."""
+
+    def __init__(self, database: Database, resolve_user: UserResolver) -> None:
+        self.database = database
+        self.resolve_user = resolve_user
+
+    async def _run(self, scope: str, action: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+        _require_scope(scope)
+        user_id = self.resolve_user()
+        try:
+            async with self.database.session_scope(write=scope == WRITE_SCOPE) as session:
+                return await action(session, user_id)
+        except AppError as exc:
+            raise ToolError(exc.message) from exc
+        except ValidationError as exc:
+            raise ToolError(_validation_message(exc)) from exc
+
+    async def add_task(
+        self,
+        title: TitleArg,
+        description: DescriptionArg = None,
+        priority: PriorityArg = None,
+        tags: TagsArg = None,
+        due_at: DueArg = None,
+        remind_at: DueArg = None,
+        recurrence: RecurrenceArg = None,
+    ) -> TaskCreated:
+        """Create a task for the user and return it with its new id.
+
+        Use for "add", "remind me to", "I need to". Put dates in due_at (not in the title);
+        keep the title short and in the user's words."""
+        fields: dict[str, Any] = {
+            "title": title,
+            "description": description,
+            "priority": priority,
+            "tags": tags,
+            "due_at": due_at,
+            "remind_at": remind_at,
+            "recurrence": recurrence,
+        }
+
+        async def create(session: AsyncSession, user_id: str) -> TaskCreated:
+            data = TaskCreate.model_validate({k: v for k, v in fields.items() if v is not None})
+            task = await service.create_task(session, user_id, data)
+            view = TaskView.of(task)
+            return TaskCreated(task_id=view.id, **view.model_dump())
+
+        return await self._run(WRITE_SCOPE, create)
+
+    async def list_tasks(
+        self,
+        status: Annotated[
+            Literal["all", "pending", "completed"],
+            Field(description="pending = not done yet; completed = done."),
+        ] = "all",
+        priority: PriorityArg = None,
+        tags: Annotated[
+            list[Annotated[str, Field(max_length=32)]] | None,
+            Field(description="Only tasks carrying every one of these tags.", max_length=10),
+        ] = None,
+        search: Annotated[
+            str | None,
+            Field(
+                description="Words to find in the title or description (case-insensitive).",
+                max_length=200,
+            ),
+        ] = None,
+        due_before: Annotated[
+            AwareDatetime | None, Field(description="Only tasks due before this time.")
+        ] = None,
+        due_after: Annotated[
+            AwareDatetime | None, Field(description="Only tasks due at or after this time.")
+        ] = None,
+        overdue: Annotated[
+            bool, Field(description="Only unfinished tasks whose due time has passed.")
+        ] = False,
+        sort: Annotated[
+            Literal["created_at", "updated_at", "due_at", "priority", "title"],
+            Field(description="Sort key."),
+        ] = "created_at",
+        order: Annotated[
+            Literal["asc", "desc"] | None,
+            Field(description="Default: newest first for dates created/updated, else ascending."),
+        ] = None,
+        limit: Annotated[int, Field(description="Page size, 1-100.", ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Field(description="Tasks to skip, for paging.", ge=0)] = 0,
+    ) -> TaskList:
+        """List the user's tasks, optionally filtered, sorted and paged.
+
+        Use it to answer questions about tasks and to find a task's id from words in its title
+        before completing, updating or deleting it. `total` counts all matches."""
+        query_fields: dict[str, Any] = {
+            "status": status,
+            "priority": priority,
+            "tag": tags or [],
+            "q": search,
+            "due_before": due_before,
+            "due_after": due_after,
+            "overdue": overdue,
+            "sort": sort,
+            "order": order,
+            "limit": limit,
+            "offset": offset,
+        }
+
+        async def run_list(session: AsyncSession, user_id: str) -> TaskList:
+            query = TaskQuery.model_validate(query_fields)
+            result = await service.list_tasks(session, user_id, query)
+            return TaskList(tasks=[TaskView.of(t) for t in result.items], total=result.total)
+
+        return await self._run(READ_SCOPE, run_list)
+
+    async def get_task(self, task_id: TaskIdArg) -> TaskView:
+        """Get one task by id, with all its details."""
+
+        async def get(session: AsyncSession, user_id: str) -> TaskView:
+            return TaskView.of(await service.get_task(session, user_id, task_id))
+
+        return await self._run(READ_SCOPE, get)
+
+    async def complete_task(self, task_id: TaskIdArg) -> TaskChanged:
+        """Mark a task as done. Completing a task that is already done changes nothing."""
+
+        async def complete(session: AsyncSession, user_id: str) -> TaskChanged:
+            task = await service.set_completion(session, user_id, task_id, True)
+            return TaskChanged(task_id=task_id, status="completed", title=task.title)
+
+        return await self._run(WRITE_SCOPE, complete)
+
+    async def reopen_task(self, task_id: TaskIdArg) -> TaskChanged:
+        """Mark a done task as not done (pending) again."""
+
+        async def reopen(session: AsyncSession, user_id: str) -> TaskChanged:
+            task = await service.set_completion(session, user_id, task_id, False)
+            return TaskChanged(task_id=task_id, status="pending", title=task.title)
+
+        return await self._run(WRITE_SCOPE, reopen)
+
+    async def update_task(
+        self,
+        task_id: TaskIdArg,
+        title: Annotated[
+            str | None,
+            Field(description="New title, 1-200 characters.", min_length=1, max_length=200),
+        ] = None,
+        description: Annotated[
+            str | None,
+            Field(description="New notes; an empty string clears them.", max_length=2000),
+        ] = None,
+        priority: PriorityArg = None,
+        tags: Annotated[
+            list[Annotated[str, Field(max_length=32)]] | None,
+            Field(
+                description="The full new tag list (replaces the old one); [] clears.",
+                max_length=10,
+            ),
+        ] = None,
+        due_at: DueArg = None,
+        clear_due_at: Annotated[bool, Field(description="True removes the due time.")] = False,
+        recurrence: RecurrenceArg = None,
+    ) -> TaskChanged:
+        """Change a task. Only the arguments you pass change; everything else stays as it is."""
+        changes: dict[str, Any] = {
+            "title": title,
+            "priority": priority,
+            "tags": tags,
+            "due_at": due_at,
+            "recurrence": recurrence,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if description is not None:
+            changes["description"] = description or None
+        if clear_due_at:
+            changes["due_at"] = None
+
+        async def update(session: AsyncSession, user_id: str) -> TaskChanged:
+            if not changes:
+                raise ToolError("Nothing to change: pass at least one field to update")
+            task = await service.update_task(
+                session, user_id, task_id, TaskUpdate.model_validate(changes)
+            )
+            return TaskChanged(task_id=task_id, status="updated", title=task.title)
+
+        return await self._run(WRITE_SCOPE, update)
+
+    async def delete_task(self, task_id: TaskIdArg) -> TaskChanged:
+        """Delete a task. It can be brought back with restore_task."""
+
+        async def delete(session: AsyncSession, user_id: str) -> TaskChanged:
+            task = await service.delete_task(session, user_id, task_id)
+            return TaskChanged(task_id=task_id, status="deleted", title=task.title)
+
+        return await self._run(WRITE_SCOPE, delete)
+
+    async def restore_task(self, task_id: TaskIdArg) -> TaskChanged:
+        """Bring back a deleted task (undo delete_task)."""
+
+        async def restore(session: AsyncSession, user_id: str) -> TaskChanged:
+            task = await service.restore_task(session, user_id, task_id)
+            return TaskChanged(task_id=task_id, status="restored", title=task.title)
+
+        return await self._run(WRITE_SCOPE, restore)
+
+    def as_tools(self) -> list[Tool]:
+        specs: list[tuple[Callable[..., Any], ToolAnnotations]] = [
+            (self.add_task, _annotations(destructive=False, idempotent=False)),
+            (self.list_tasks, READ_ONLY),
+            (self.get_task, READ_ONLY),
+            (self.complete_task, _annotations(destructive=False, idempotent=True)),
+            (self.reopen_task, _annotations(destructive=False, idempotent=True)),
+            (self.update_task, _annotations(destructive=True, idempotent=True)),
+            (self.delete_task, _annotations(destructive=True, idempotent=True)),
+            (self.restore_task, _annotations(destructive=False, idempotent=True)),
+        ]
+        return [_strict(Tool.from_function(fn, annotations=notes)) for fn, notes in specs]
+
+
+def _quietly(build: Callable[[], MCPServer]) -> MCPServer:
+    """Build the server without letting the SDK reconfigure the root logger."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        return build()
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
+def build_server(settings: Settings, database: Database, resolve_user: UserResolver) -> MCPServer:
+    tools = TaskTools(database, resolve_user).as_tools()
+    http = resolve_user is http_user
+    return _quietly(
+        lambda: MCPServer(
+            "todo-assistant",
+            instructions=INSTRUCTIONS,
+            version="0.1.0",
+            tools=tools,
+            token_verifier=McpTokenVerifier(mcp_token_config(settings)) if http else None,
+            auth=AuthSettings(
+                issuer_url=settings.mcp_token_issuer,
+                resource_server_url=settings.mcp_resource_url,
+                required_scopes=[READ_SCOPE],
+                validate_token_resource=False,  # the verifier checks `aud` itself
+            )
+            if http
+            else None,
+        )
+    )
+
+
+def create_http_app(settings: Settings) -> Starlette:
+    """The streamable-HTTP ASGI app: stateless, JSON responses, bearer auth, Host/Origin checks."""
+    database = Database(settings.database_url)
+    server = build_server(settings, database, http_user)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=settings.mcp_allowed_hosts,
+        allowed_origins=settings.mcp_allowed_origins,
+    )
+
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+    inner = server.streamable_http_app(
+        streamable_http_path="/mcp",
+        stateless_http=True,
+        json_response=True,
+        transport_security=security,
+    )
+    inner_lifespan = inner.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with inner_lifespan(app):
+            try:
+                yield
+            finally:
+                await database.dispose()
+
+    inner.router.lifespan_context = lifespan
+    inner.add_middleware(
+        WriteScopeGate,
+        config=mcp_token_config(settings),
+        write_tools=WRITE_TOOLS,
+        resource_metadata_url=str(build_resource_metadata_url(settings.mcp_resource_url)),  # type: ignore[arg-type]
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return inner
