@@ -55,6 +55,17 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"]
     )
 
+    # The chat agent.
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    agent_model: str | None = None
+    agent_max_turns: int = Field(default=8, ge=1, le=50)
+    agent_model_timeout_seconds: float = Field(default=60.0, gt=0)
+    agent_tracing: Literal["off", "openai"] = "off"
+    chat_history_messages: int = Field(default=40, ge=2, le=500)
+    chat_lease_seconds: int = Field(default=300, ge=10)
+    mcp_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # Limits.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 

@@ -7,13 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from agents import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from backend.agent.runtime import AgentRuntime
 from backend.auth.jwks import JWKSCache
 from backend.auth.tokens import UserTokenVerifier, shared_secret_config
+from backend.chat.orchestrator import Orchestrator
+from backend.chat.router import router as chat_router
 from backend.config import Settings, get_settings
 from backend.db import Database
 from backend.errors import ErrorBody, ServiceUnavailable
@@ -31,6 +35,7 @@ class Readiness(BaseModel):
     status: str
     database: str
     auth_mode: str
+    model: str
 
 
 def _auth_mode(settings: Settings) -> str:
@@ -39,7 +44,8 @@ def _auth_mode(settings: Settings) -> str:
     return "shared_secret" if settings.auth_secret else "dev"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
+    """The API. `model` replaces the configured chat model (tests use a scripted one)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -61,10 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.token_verifier = UserTokenVerifier(
                 settings, jwks, None if jwks else shared_secret_config(settings)
             )
+            runtime = AgentRuntime.create(settings, model)
+            app.state.orchestrator = Orchestrator(database, runtime)
             logger.info(
-                "API ready: auth=%s database=%s",
+                "API ready: auth=%s database=%s model=%s mcp=%s",
                 _auth_mode(settings),
                 database.engine.url.get_backend_name(),
+                runtime.model_name,
+                settings.mcp_url,
             )
             try:
                 yield
@@ -89,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(tasks_router)
+    app.include_router(chat_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:
@@ -112,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status="ok",
             database=database.engine.url.get_backend_name(),
             auth_mode=_auth_mode(settings),
+            model=app.state.orchestrator.runtime.model_name,
         )
 
     return app

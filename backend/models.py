@@ -2,8 +2,19 @@
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, Relationship, SQLModel
 
 from backend.db import UTCDateTime, utc_now
@@ -72,3 +83,73 @@ class TaskTag(SQLModel, table=True):
     )
     tag: str = Field(sa_column=Column(String(32), primary_key=True, index=True))
     position: int = Field(default=0)
+
+
+class Conversation(SQLModel, table=True):
+    """A chat thread. `lease_*` make sure only one turn runs at a time, across replicas."""
+
+    __tablename__ = "conversation"
+    __table_args__ = (Index("ix_conversation_user_id_updated_at", "user_id", "updated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=128)
+    title: str = Field(default="New conversation", max_length=200)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Message(SQLModel, table=True):
+    """One user or assistant message; an assistant message carries the tool calls it made."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq"),
+        UniqueConstraint("user_id", "client_message_id"),
+        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("conversation.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: str = Field(max_length=128)
+    seq: int
+    role: str = Field(max_length=16)
+    content: str = Field(sa_type=Text)
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
+    client_message_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class AgentRun(SQLModel, table=True):
+    """What one chat turn did: model, outcome, timings, tokens. Developers read these."""
+
+    __tablename__ = "agent_run"
+    __table_args__ = (
+        Index("ix_agent_run_started_at", "started_at"),
+        Index("ix_agent_run_user_id_started_at", "user_id", "started_at"),
+        Index("ix_agent_run_conversation_id", "conversation_id"),
+        Index("ix_agent_run_user_message_id", "user_message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("conversation.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: str = Field(max_length=128)
+    user_message_id: int | None = Field(default=None)
+    assistant_message_id: int | None = Field(default=None)
+    status: str = Field(default="running", max_length=16)
+    model: str = Field(max_length=100)
+    channel: str = Field(default="chat", max_length=16)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=2000)
+    started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    latency_ms: int | None = None
+    model_calls: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None

@@ -1,0 +1,162 @@
+"""What a turn needs from the agent side: the model (chosen once), MCP connections, the agent."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx2
+from agents import (
+    Agent,
+    Model,
+    ModelSettings,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    RunConfig,
+    set_tracing_disabled,
+)
+from agents.mcp import MCPServerStreamableHttp
+from agents.mcp.util import MCPToolCustomDataContext
+from agents.models import get_default_model
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from openai import AsyncOpenAI
+
+from backend.agent.instructions import build_instructions
+from backend.auth.mcp_tokens import McpTokenConfig, mcp_token_config, mint_mcp_token
+from backend.config import Settings
+
+LOCAL_MODEL_NAME = "local"
+
+
+class ToolsConnectionError(Exception):
+    """The MCP server could not be reached for this turn."""
+
+
+class UniqueIdChatModel(OpenAIChatCompletionsModel):
+    """Chat Completions models report one placeholder id for every item; give each its own."""
+
+    @staticmethod
+    def _fix_ids(items: list[Any]) -> None:
+        for item in items:
+            if getattr(item, "id", None) == FAKE_RESPONSES_ID:
+                prefix = "fc" if item.type == "function_call" else "msg"
+                item.id = f"{prefix}_{uuid.uuid4().hex}"
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = await super().get_response(*args, **kwargs)
+        self._fix_ids(response.output)
+        return response
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        async for event in super().stream_response(*args, **kwargs):
+            if event.type == "response.completed":
+                self._fix_ids(event.response.output)
+            yield event
+
+
+def select_model(settings: Settings) -> tuple[Model, str]:
+    """OpenAI with a key, any compatible server with a base URL, else the offline local model."""
+    wanted = settings.agent_model
+    if wanted != LOCAL_MODEL_NAME and settings.openai_base_url:
+        if not wanted:
+            raise ValueError("OPENAI_BASE_URL needs AGENT_MODEL (the model name on that server)")
+        client = AsyncOpenAI(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key or "not-needed",
+            timeout=settings.agent_model_timeout_seconds,
+            max_retries=1,
+        )
+        return UniqueIdChatModel(model=wanted, openai_client=client), wanted
+    if wanted != LOCAL_MODEL_NAME and settings.openai_api_key:
+        name = wanted or get_default_model()
+        client = AsyncOpenAI(
+            api_key=settings.openai_api_key, timeout=settings.agent_model_timeout_seconds
+        )
+        return OpenAIResponsesModel(model=name, openai_client=client), name
+    from backend.agent.local_model import LocalModel
+
+    return LocalModel(), LOCAL_MODEL_NAME
+
+
+def _tool_outcome(context: MCPToolCustomDataContext) -> Mapping[str, Any]:
+    # Keep the MCP result's own error flag and structured result for the run record.
+    return {
+        "is_error": bool(context.is_error),
+        "structured": dict(context.structured_content) if context.structured_content else None,
+    }
+
+
+@dataclass
+class AgentRuntime:
+    """Built once per process; cheap per-request pieces come from here."""
+
+    settings: Settings
+    model: Model
+    model_name: str
+    token_config: McpTokenConfig
+    ssl_context: Any
+
+    @classmethod
+    def create(cls, settings: Settings, model: Model | None = None) -> AgentRuntime:
+        set_tracing_disabled(settings.agent_tracing != "openai")
+        chosen, name = (
+            (model, getattr(model, "name", "scripted")) if model else select_model(settings)
+        )
+        return cls(settings, chosen, name, mcp_token_config(settings), httpx2.create_ssl_context())
+
+    def _http_client(
+        self, headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
+    ) -> httpx2.AsyncClient:
+        # One SSL context for the process: building it per connection costs ~20 ms.
+        return httpx2.AsyncClient(
+            headers=headers,
+            timeout=timeout,
+            auth=auth,
+            verify=self.ssl_context,
+            follow_redirects=False,
+        )
+
+    @asynccontextmanager
+    async def tools_for(self, user_id: str) -> AsyncIterator[MCPServerStreamableHttp]:
+        """An MCP connection for one request, carrying an access token minted for this user."""
+        token = mint_mcp_token(self.token_config, user_id)
+        timeout = self.settings.mcp_timeout_seconds
+        server = MCPServerStreamableHttp(
+            params={
+                "url": self.settings.mcp_url,
+                "headers": {"Authorization": f"Bearer {token}"},
+                "timeout": timeout,
+                "sse_read_timeout": timeout,
+                "httpx_client_factory": self._http_client,
+            },
+            name="todo-tasks",
+            cache_tools_list=True,
+            client_session_timeout_seconds=timeout,
+            failure_error_function=None,
+            custom_data_extractor=_tool_outcome,
+        )
+        try:
+            await server.connect()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise ToolsConnectionError(f"cannot reach the MCP server: {exc}") from exc
+        try:
+            yield server
+        finally:
+            await server.cleanup()  # type: ignore[no-untyped-call]
+
+    def agent(self, tools: MCPServerStreamableHttp, now: datetime, zone: ZoneInfo) -> Agent[Any]:
+        return Agent(
+            name="Todo Assistant",
+            instructions=build_instructions(now, zone),
+            model=self.model,
+            mcp_servers=[tools],
+            model_settings=ModelSettings(timeout=self.settings.agent_model_timeout_seconds),
+        )
+
+    def run_config(self) -> RunConfig:
+        return RunConfig(tracing_disabled=self.settings.agent_tracing != "openai")

@@ -1,0 +1,273 @@
+"""One chat turn, start to finish, with nothing kept in memory between turns.
+
+begin (short transaction) → history → agent with MCP tools → finish (short transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import openai
+from agents import (
+    AgentsException,
+    MaxTurnsExceeded,
+    ModelTimeoutError,
+    RawResponsesStreamEvent,
+    RunItemStreamEvent,
+    Runner,
+    StreamEvent,
+    ToolCallItem,
+    ToolCallOutputItem,
+)
+from mcp.shared.exceptions import MCPError
+from openai.types.responses import ResponseTextDeltaEvent
+
+from backend.agent.runtime import AgentRuntime, ToolsConnectionError
+from backend.chat import service as chat_service
+from backend.chat.history import to_input_items
+from backend.chat.schemas import ChatRequest, ChatResponse, ToolCall
+from backend.chat.service import TurnRecord, TurnStart
+from backend.db import Database, utc_now
+from backend.errors import AppError
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+MAX_TURNS_REPLY = (
+    "I stopped after too many steps without finishing. The tool calls listed here are the only "
+    "changes I made."
+)
+
+
+class TurnFailed(AppError):
+    """The turn could not finish; the user's message is kept and a retry is safe."""
+
+    status_code = 502
+    code = "model_error"
+
+
+class ModelTimedOut(TurnFailed):
+    status_code = 504
+    code = "model_timeout"
+
+
+class ToolsUnavailable(TurnFailed):
+    status_code = 503
+    code = "tools_unavailable"
+
+
+class TurnLimitReached(TurnFailed):
+    code = "max_turns_exceeded"
+
+
+def _is_tool_failure(exc: BaseException | None) -> bool:
+    """The MCP side broke (as opposed to the model): connection, transport or protocol."""
+    while exc is not None:
+        if isinstance(exc, ToolsConnectionError | MCPError | OSError):
+            return True
+        if isinstance(exc, AgentsException) and str(exc).startswith(
+            ("Error running tool", "Error invoking MCP tool")
+        ):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _classify(exc: BaseException) -> TurnFailed:
+    if isinstance(exc, MaxTurnsExceeded):
+        return TurnLimitReached("The assistant needed too many steps and was stopped")
+    if isinstance(exc, ModelTimeoutError | openai.APITimeoutError | TimeoutError):
+        return ModelTimedOut("The model did not answer in time; please retry")
+    if _is_tool_failure(exc):
+        return ToolsUnavailable("The task tools are unreachable right now; please retry")
+    return TurnFailed("The model failed to answer; please retry")
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, dict):
+        return str(output.get("text", ""))
+    if isinstance(output, list):
+        return "".join(_output_text(part) for part in output)
+    return str(output)
+
+
+@dataclass
+class TurnRecorder:
+    """Collects what the agent did from its stream events."""
+
+    emit: Emit | None
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+
+    async def observe(self, event: StreamEvent) -> None:
+        if isinstance(event, RawResponsesStreamEvent):
+            if isinstance(event.data, ResponseTextDeltaEvent) and self.emit:
+                await self.emit("delta", {"text": event.data.delta})
+        elif isinstance(event, RunItemStreamEvent):
+            if event.name == "tool_called" and isinstance(event.item, ToolCallItem):
+                await self._called(event.item)
+            elif event.name == "tool_output" and isinstance(event.item, ToolCallOutputItem):
+                await self._finished(event.item)
+
+    async def _called(self, item: ToolCallItem) -> None:
+        raw = item.raw_item
+        call_id = str(getattr(raw, "call_id", "") or getattr(raw, "id", ""))
+        try:
+            arguments = json.loads(getattr(raw, "arguments", "") or "{}")
+        except ValueError:
+            arguments = {"raw": getattr(raw, "arguments", "")}
+        name = str(getattr(raw, "name", "unknown"))
+        self.started[call_id] = time.monotonic()
+        self.calls[call_id] = {
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+            "result": None,
+            "is_error": True,  # until a result says otherwise
+            "duration_ms": None,
+        }
+        if self.emit:
+            await self.emit(
+                "tool_call_started", {"call_id": call_id, "name": name, "arguments": arguments}
+            )
+
+    async def _finished(self, item: ToolCallOutputItem) -> None:
+        raw = item.raw_item
+        call_id = str(
+            raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+        )
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        extra = item.custom_data or {}
+        structured = extra.get("structured")
+        call["is_error"] = bool(extra.get("is_error", False))
+        call["result"] = (
+            structured if structured and not call["is_error"] else _output_text(item.output)
+        )
+        call["duration_ms"] = round(
+            (time.monotonic() - self.started.get(call_id, time.monotonic())) * 1000
+        )
+        if self.emit:
+            await self.emit("tool_call_finished", _public_call(call) | {"call_id": call_id})
+
+    def finished_calls(self) -> list[dict[str, Any]]:
+        # A call without a result did not finish: it is not claimed as done.
+        return [call for call in self.calls.values() if call["duration_ms"] is not None]
+
+
+def _public_call(call: dict[str, Any]) -> dict[str, Any]:
+    return ToolCall(
+        name=call["name"],
+        arguments=call["arguments"],
+        result=call["result"],
+        is_error=call["is_error"],
+    ).model_dump(mode="json")
+
+
+def _response(conversation_id: int, reply: str, calls: list[dict[str, Any]]) -> ChatResponse:
+    return ChatResponse(
+        conversation_id=conversation_id,
+        response=reply,
+        tool_calls=[ToolCall.model_validate(_public_call(call)) for call in calls],
+    )
+
+
+@dataclass
+class Orchestrator:
+    database: Database
+    runtime: AgentRuntime
+
+    async def begin(self, user_id: str, request: ChatRequest, channel: str = "chat") -> TurnStart:
+        async with self.database.session_scope(write=True) as session:
+            return await chat_service.begin_turn(
+                session,
+                user_id,
+                conversation_id=request.conversation_id,
+                message=request.message,
+                client_message_id=request.client_message_id,
+                model_name=self.runtime.model_name,
+                lease_seconds=self.runtime.settings.chat_lease_seconds,
+                channel=channel,
+            )
+
+    async def complete(
+        self, user_id: str, start: TurnStart, zone: ZoneInfo, emit: Emit | None = None
+    ) -> ChatResponse:
+        """Run the agent on the stored history, then record how it went. Raises TurnFailed."""
+        if start.replay is not None:
+            return _response(
+                start.replay.conversation_id, start.replay.response, start.replay.tool_calls
+            )
+        async with self.database.session_scope() as session:
+            history = await chat_service.recent_messages(
+                session, start.conversation_id, self.runtime.settings.chat_history_messages
+            )
+        recorder = TurnRecorder(emit)
+        began = time.monotonic()
+        failure: TurnFailed | None = None
+        reply: str | None = None
+        usage: tuple[int, int | None, int | None] = (0, None, None)
+        try:
+            reply, usage = await self._run_agent(user_id, to_input_items(history), zone, recorder)
+        except (Exception, asyncio.CancelledError) as exc:
+            failure = _classify(exc)
+            logger.warning(
+                "turn failed: run=%s code=%s (%s)", start.run_id, failure.code, type(exc).__name__
+            )
+            record_error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, asyncio.CancelledError):
+                failure, record_error = (
+                    TurnFailed("The turn was cancelled", code="cancelled"),
+                    "cancelled",
+                )
+        calls = recorder.finished_calls()
+        record = TurnRecord(
+            status="failed" if failure else "succeeded",
+            reply=MAX_TURNS_REPLY if isinstance(failure, TurnLimitReached) else reply,
+            tool_calls=calls,
+            latency_ms=round((time.monotonic() - began) * 1000),
+            model_calls=usage[0],
+            input_tokens=usage[1],
+            output_tokens=usage[2],
+            error_code=failure.code if failure else None,
+            error_message=record_error if failure else None,
+        )
+        async with self.database.session_scope(write=True) as session:
+            await chat_service.finish_turn(session, user_id, start, record)
+        if failure is not None:
+            raise failure
+        return _response(start.conversation_id, reply or "", calls)
+
+    async def _run_agent(
+        self, user_id: str, items: list[Any], zone: ZoneInfo, recorder: TurnRecorder
+    ) -> tuple[str, tuple[int, int | None, int | None]]:
+        async with self.runtime.tools_for(user_id) as tools:
+            agent = self.runtime.agent(tools, utc_now(), zone)
+            result = Runner.run_streamed(
+                agent,
+                items,
+                max_turns=self.runtime.settings.agent_max_turns,
+                run_config=self.runtime.run_config(),
+            )
+            async for event in result.stream_events():
+                await recorder.observe(event)
+        usage = result.context_wrapper.usage
+        tokens = (usage.input_tokens or None, usage.output_tokens or None)
+        return str(result.final_output or ""), (len(result.raw_responses), *tokens)
+
+    async def run(
+        self, user_id: str, request: ChatRequest, zone: ZoneInfo, emit: Emit | None = None
+    ) -> ChatResponse:
+        start = await self.begin(user_id, request)
+        return await self.complete(user_id, start, zone, emit)

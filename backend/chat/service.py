@@ -1,0 +1,316 @@
+"""Conversation rules: ownership, the per-conversation lease, idempotency, turn records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from backend.db import utc_now
+from backend.errors import Conflict, NotFound
+from backend.models import AgentRun, Conversation, Message
+
+TITLE_CHARS = 60
+
+
+class ConversationNotFound(NotFound):
+    code = "conversation_not_found"
+
+    def __init__(self, conversation_id: int) -> None:
+        super().__init__(f"Conversation {conversation_id} not found")
+
+
+class ConversationBusy(Conflict):
+    code = "conversation_busy"
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """What the first short transaction of a turn settled."""
+
+    conversation_id: int
+    user_message_id: int
+    run_id: int
+    lease_token: str
+    replay: ChatReplay | None = None
+
+
+@dataclass(frozen=True)
+class ChatReplay:
+    """A finished turn found again through its client_message_id."""
+
+    conversation_id: int
+    response: str
+    tool_calls: list[dict[str, Any]]
+
+
+def title_from(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _owned(user_id: str) -> Any:
+    return select(Conversation).where(
+        col(Conversation.user_id) == user_id, col(Conversation.deleted_at).is_(None)
+    )
+
+
+async def get_conversation(
+    session: AsyncSession, user_id: str, conversation_id: int
+) -> Conversation:
+    statement = _owned(user_id).where(col(Conversation.id) == conversation_id)
+    conversation: Conversation | None = (await session.scalars(statement)).first()
+    if conversation is None:
+        raise ConversationNotFound(conversation_id)
+    return conversation
+
+
+async def list_conversations(
+    session: AsyncSession, user_id: str, limit: int, offset: int
+) -> tuple[Sequence[Conversation], int]:
+    scoped = _owned(user_id)
+    total = await session.scalar(select(func.count()).select_from(scoped.subquery()))
+    page = scoped.order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
+    items = (await session.scalars(page.limit(limit).offset(offset))).all()
+    return items, total or 0
+
+
+async def list_messages(session: AsyncSession, conversation_id: int) -> Sequence[Message]:
+    statement = select(Message).where(col(Message.conversation_id) == conversation_id)
+    return (await session.scalars(statement.order_by(col(Message.seq)))).all()
+
+
+async def recent_messages(session: AsyncSession, conversation_id: int, limit: int) -> list[Message]:
+    """The newest `limit` messages, oldest first (never the oldest N)."""
+    statement = (
+        select(Message)
+        .where(col(Message.conversation_id) == conversation_id)
+        .order_by(col(Message.seq).desc())
+        .limit(limit)
+    )
+    return list(reversed((await session.scalars(statement)).all()))
+
+
+async def create_conversation(session: AsyncSession, user_id: str, title: str) -> Conversation:
+    conversation = Conversation(user_id=user_id, title=title_from(title) or "New conversation")
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def rename_conversation(
+    session: AsyncSession, user_id: str, conversation_id: int, title: str
+) -> Conversation:
+    conversation = await get_conversation(session, user_id, conversation_id)
+    conversation.title = title_from(title) or conversation.title
+    await session.flush()
+    return conversation
+
+
+async def delete_conversation(session: AsyncSession, user_id: str, conversation_id: int) -> None:
+    conversation = await get_conversation(session, user_id, conversation_id)
+    conversation.deleted_at = utc_now()
+    await session.flush()
+
+
+async def _take_lease(
+    session: AsyncSession, user_id: str, conversation_id: int, lease_seconds: int
+) -> str:
+    now = utc_now()
+    token = uuid.uuid4().hex
+    statement = (
+        update(Conversation)
+        .where(
+            col(Conversation.id) == conversation_id,
+            col(Conversation.user_id) == user_id,
+            or_(col(Conversation.lease_owner).is_(None), col(Conversation.lease_expires_at) < now),
+        )
+        .values(lease_owner=token, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(statement)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConversationBusy("Another turn is running in this conversation; retry shortly")
+    # Whatever was still "running" here lost its lease: its process is gone.
+    await session.execute(
+        update(AgentRun)
+        .where(col(AgentRun.conversation_id) == conversation_id, col(AgentRun.status) == "running")
+        .values(status="failed", error_code="abandoned", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return token
+
+
+async def _next_seq(session: AsyncSession, conversation_id: int) -> int:
+    statement = select(func.coalesce(func.max(Message.seq), 0)).where(
+        col(Message.conversation_id) == conversation_id
+    )
+    return int(await session.scalar(statement) or 0) + 1
+
+
+async def add_message(
+    session: AsyncSession,
+    conversation_id: int,
+    user_id: str,
+    role: str,
+    content: str,
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    client_message_id: str | None = None,
+) -> Message:
+    message = Message(
+        conversation_id=conversation_id,
+        user_id=user_id,
+        seq=await _next_seq(session, conversation_id),
+        role=role,
+        content=content,
+        tool_calls=tool_calls,
+        client_message_id=client_message_id,
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def _replay_or_resume(
+    session: AsyncSession, user_id: str, existing: Message
+) -> tuple[Message, ChatReplay | None]:
+    runs = select(AgentRun).where(col(AgentRun.user_message_id) == existing.id)
+    last_run = (await session.scalars(runs.order_by(col(AgentRun.id).desc()))).first()
+    if last_run is not None and last_run.status == "succeeded" and last_run.assistant_message_id:
+        reply = await session.get(Message, last_run.assistant_message_id)
+        if reply is not None:
+            replay = ChatReplay(existing.conversation_id, reply.content, reply.tool_calls or [])
+            return existing, replay
+    return existing, None
+
+
+async def begin_turn(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    conversation_id: int | None,
+    message: str,
+    client_message_id: str | None,
+    model_name: str,
+    lease_seconds: int,
+    channel: str = "chat",
+) -> TurnStart:
+    """Own-check or create the conversation, take its lease, store the message, open a run."""
+    existing = None
+    if client_message_id is not None:
+        statement = select(Message).where(
+            col(Message.user_id) == user_id, col(Message.client_message_id) == client_message_id
+        )
+        existing = (await session.scalars(statement)).first()
+    if existing is not None:
+        if conversation_id is not None and conversation_id != existing.conversation_id:
+            raise Conflict("client_message_id was already used in another conversation")
+        conversation = await get_conversation(session, user_id, existing.conversation_id)
+        user_message, replay = await _replay_or_resume(session, user_id, existing)
+        if replay is not None:
+            return TurnStart(conversation.id or 0, user_message.id or 0, 0, "", replay)
+        try:
+            lease = await _take_lease(session, user_id, existing.conversation_id, lease_seconds)
+        except ConversationBusy as exc:
+            raise ConversationBusy(
+                "This message is still being answered; retry shortly", code="turn_in_progress"
+            ) from exc
+    else:
+        if conversation_id is None:
+            conversation = await create_conversation(session, user_id, message)
+        else:
+            conversation = await get_conversation(session, user_id, conversation_id)
+        assert conversation.id is not None
+        lease = await _take_lease(session, user_id, conversation.id, lease_seconds)
+        try:
+            async with session.begin_nested():
+                user_message = await add_message(
+                    session,
+                    conversation.id,
+                    user_id,
+                    "user",
+                    message,
+                    client_message_id=client_message_id,
+                )
+        except IntegrityError as exc:  # the same client_message_id raced in
+            raise ConversationBusy(
+                "This message is already being answered", code="turn_in_progress"
+            ) from exc
+    assert conversation.id is not None
+    assert user_message.id is not None
+    run = AgentRun(
+        conversation_id=conversation.id,
+        user_id=user_id,
+        user_message_id=user_message.id,
+        model=model_name,
+        channel=channel,
+    )
+    session.add(run)
+    conversation.updated_at = utc_now()
+    await session.flush()
+    assert run.id is not None
+    return TurnStart(conversation.id, user_message.id, run.id, lease)
+
+
+async def _release(session: AsyncSession, conversation_id: int, lease_token: str) -> None:
+    await session.execute(
+        update(Conversation)
+        .where(
+            col(Conversation.id) == conversation_id, col(Conversation.lease_owner) == lease_token
+        )
+        .values(lease_owner=None, lease_expires_at=None, updated_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """How a turn ended, for the second short transaction."""
+
+    status: str
+    reply: str | None
+    tool_calls: list[dict[str, Any]]
+    latency_ms: int
+    model_calls: int
+    input_tokens: int | None
+    output_tokens: int | None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+async def finish_turn(
+    session: AsyncSession, user_id: str, start: TurnStart, record: TurnRecord
+) -> Message | None:
+    """Store the reply (or the tool calls that did happen), close the run, release the lease."""
+    assistant = None
+    if record.reply is not None or record.tool_calls:
+        assistant = await add_message(
+            session,
+            start.conversation_id,
+            user_id,
+            "assistant",
+            record.reply or "",
+            tool_calls=record.tool_calls or None,
+        )
+    run = await session.get(AgentRun, start.run_id)
+    if run is not None:
+        run.status = record.status
+        run.assistant_message_id = assistant.id if assistant is not None else None
+        run.error_code = record.error_code
+        run.error_message = (record.error_message or "")[:2000] or None
+        run.finished_at = utc_now()
+        run.latency_ms = record.latency_ms
+        run.model_calls = record.model_calls
+        run.input_tokens = record.input_tokens
+        run.output_tokens = record.output_tokens
+    await _release(session, start.conversation_id, start.lease_token)
+    await session.flush()
+    return assistant
