@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from backend.config import Settings, get_settings
+from backend.db import Database
+from backend.errors import AppError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
@@ -152,6 +158,123 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     print(mint_user_token(config, args.user, ttl_seconds=args.ttl or 3600))
 
 
+async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[None]]) -> None:
+    database = Database(settings.database_url)
+    try:
+        await work(database)
+    finally:
+        await database.dispose()
+
+
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.chat import logs
+
+    async def list_runs(database: Database) -> None:
+        since = logs.parse_since(args.since) if args.since else None
+        async with database.session_scope() as session:
+            runs = await logs.list_runs(
+                session, user_id=args.user, status=args.status, since=since, limit=args.limit
+            )
+        print(logs.RUN_HEADER)
+        for run in runs:
+            print(logs.format_run_line(run))
+
+    async def show(database: Database) -> None:
+        async with database.session_scope() as session:
+            transcript = await logs.load_transcript(session, args.conversation_id)
+        if args.logs_command == "show":
+            print(logs.format_transcript(transcript))
+        elif args.format == "md":
+            sys.stdout.write(logs.export_markdown(transcript))
+        else:
+            sys.stdout.write(logs.export_jsonl(transcript))
+
+    async def tail(database: Database) -> None:
+        async with database.session_scope() as session:
+            recent = await logs.list_runs(session, user_id=args.user, limit=10)
+        shown: dict[int, str] = {run.id or 0: run.status for run in recent}
+        print(logs.RUN_HEADER)
+        for run in recent:
+            print(logs.format_run_line(run))
+        while True:
+            await asyncio.sleep(args.interval)
+            pending = [run_id for run_id, status in shown.items() if status == "running"]
+            after = min(pending, default=max(shown, default=0) + 1) - 1
+            async with database.session_scope() as session:
+                runs = await logs.list_runs(session, user_id=args.user, after_id=after, limit=200)
+            for run in runs:
+                if run.id is not None and shown.get(run.id) != run.status:
+                    shown[run.id] = run.status
+                    print(logs.format_run_line(run), flush=True)
+
+    actions = {"list": list_runs, "show": show, "export": show, "tail": tail}
+    try:
+        asyncio.run(_with_database(settings, actions[args.logs_command]))
+    except AppError as exc:
+        sys.exit(exc.message)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
+    """A terminal chat through the same pipeline as POST /api/{user}/chat."""
+    mcp_process = None
+    if not _answers(settings.mcp_url.rsplit("/mcp", 1)[0] + "/healthz"):
+        host, port = _host_port(settings.mcp_url)
+        mcp_process = _start_mcp_process(host, port)
+    try:
+        asyncio.run(_chat_loop(args, settings))
+    except (KeyboardInterrupt, EOFError):
+        print()
+    finally:
+        if mcp_process is not None:
+            _stop(mcp_process)
+
+
+async def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
+    from zoneinfo import ZoneInfo
+
+    from backend.agent.runtime import AgentRuntime
+    from backend.chat.orchestrator import Orchestrator
+    from backend.chat.schemas import ChatRequest
+
+    zone = ZoneInfo(args.timezone)
+    database = Database(settings.database_url)
+    orchestrator = Orchestrator(database, AgentRuntime.create(settings))
+    conversation_id: int | None = args.conversation
+    print(f"Chatting as {args.user} (model: {orchestrator.runtime.model_name}). Ctrl-D to leave.")
+    try:
+        while True:
+            text = (await asyncio.to_thread(input, "you> ")).strip()
+            if not text:
+                continue
+            try:
+                request = ChatRequest(message=text, conversation_id=conversation_id)
+                result = await orchestrator.run(args.user, request, zone)
+            except (AppError, ValueError) as exc:
+                print(f"[error] {getattr(exc, 'message', exc)}")
+                continue
+            conversation_id = result.conversation_id
+            for call in result.tool_calls:
+                print(f"  · {call.name}({json.dumps(call.arguments, ensure_ascii=False)})")
+            print(f"assistant> {result.response}")
+    finally:
+        await database.dispose()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlparse(url)
+    return parsed.hostname or DEFAULT_HOST, parsed.port or DEFAULT_MCP_PORT
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="todo-assistant", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -200,6 +323,44 @@ def _parser() -> argparse.ArgumentParser:
         "--mcp", action="store_true", help="mint an MCP access token (Inspector, desktop clients)"
     )
     token.set_defaults(handler=cmd_token)
+
+    chat = commands.add_parser(
+        "chat",
+        help="Chat in the terminal through the same pipeline as the API.",
+        description="Chat in the terminal through the same pipeline as the API "
+        "(starts the MCP server if it is not running).",
+    )
+    chat.add_argument("--user", default="alice", help="who you are (default %(default)s)")
+    chat.add_argument("--conversation", type=int, default=None, help="continue this conversation")
+    chat.add_argument("--timezone", default="UTC", help="your IANA time zone (default %(default)s)")
+    chat.set_defaults(handler=cmd_chat)
+
+    logs = commands.add_parser(
+        "logs",
+        help="Read conversation logs: runs, transcripts, tool calls.",
+        description="Read conversation logs straight from the database (SQLite or PostgreSQL).",
+    )
+    logs.set_defaults(handler=cmd_logs)
+    views = logs.add_subparsers(dest="logs_command", required=True, metavar="VIEW")
+    listing = views.add_parser(
+        "list", help="Recent turns, newest last.", description="Recent turns."
+    )
+    listing.add_argument("--user", help="only this user")
+    listing.add_argument("--status", choices=["running", "succeeded", "failed"])
+    listing.add_argument("--since", help="only this recent: 30m, 1h, 2d")
+    listing.add_argument("--limit", type=int, default=50)
+    show = views.add_parser(
+        "show", help="A conversation's transcript with tool calls.", description="A transcript."
+    )
+    show.add_argument("conversation_id", type=int)
+    tail = views.add_parser("tail", help="Follow new turns as they happen.", description="Follow.")
+    tail.add_argument("--user", help="only this user")
+    tail.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    export = views.add_parser(
+        "export", help="A conversation as JSON lines or Markdown.", description="Export."
+    )
+    export.add_argument("conversation_id", type=int)
+    export.add_argument("--format", choices=["jsonl", "md"], default="jsonl")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The chat turn pipeline against the real MCP server and a real database; only the model is scripted."""
+"""The chat turn pipeline: real MCP server, real database; only the model is scripted."""
 
 from __future__ import annotations
 
