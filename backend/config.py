@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_lists(cls, data: object) -> object:
         if isinstance(data, dict):
+            # An empty variable (as in a copied .env.example) means "not set".
+            data = {key: value for key, value in data.items() if value != ""}
             for key in (
                 "auth_algorithms",
                 "cors_origins",
