@@ -16,6 +16,8 @@ from sqlalchemy import text
 from backend.agent.runtime import AgentRuntime
 from backend.auth.jwks import JWKSCache
 from backend.auth.tokens import UserTokenVerifier, shared_secret_config
+from backend.chat.chatkit import TodoChatKitServer
+from backend.chat.chatkit import router as chatkit_router
 from backend.chat.orchestrator import Orchestrator
 from backend.chat.router import router as chat_router
 from backend.config import Settings, get_settings
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             )
             runtime = AgentRuntime.create(settings, model)
             app.state.orchestrator = Orchestrator(database, runtime)
+            app.state.chatkit = TodoChatKitServer(app.state.orchestrator)
             logger.info(
                 "API ready: auth=%s database=%s model=%s mcp=%s",
                 _auth_mode(settings),
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.add_middleware(RequestIdMiddleware)
     app.include_router(tasks_router)
     app.include_router(chat_router)
+    app.include_router(chatkit_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:

@@ -1,5 +1,6 @@
 """Every table. Alembic reads this module's metadata; it is the only schema writer."""
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -85,13 +86,19 @@ class TaskTag(SQLModel, table=True):
     position: int = Field(default=0)
 
 
+def new_public_id(prefix: str) -> str:
+    """Ids ChatKit sees: chosen before the row exists, so not the integer key."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
 class Conversation(SQLModel, table=True):
-    """A chat thread. `lease_*` make sure only one turn runs at a time, across replicas."""
+    """A chat thread (a ChatKit thread too). `lease_*` let one turn run at a time, anywhere."""
 
     __tablename__ = "conversation"
     __table_args__ = (Index("ix_conversation_user_id_updated_at", "user_id", "updated_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(default_factory=lambda: new_public_id("thr"), max_length=64, unique=True)
     user_id: str = Field(max_length=128)
     title: str = Field(default="New conversation", max_length=200)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
@@ -112,6 +119,7 @@ class Message(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    item_id: str = Field(default_factory=lambda: new_public_id("msg"), max_length=64, unique=True)
     conversation_id: int = Field(
         sa_column=Column(Integer, ForeignKey("conversation.id", ondelete="CASCADE"), nullable=False)
     )
@@ -122,6 +130,8 @@ class Message(SQLModel, table=True):
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
     client_message_id: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    # Set when a retry replaces this message; it stays for the logs.
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class AgentRun(SQLModel, table=True):
@@ -153,3 +163,5 @@ class AgentRun(SQLModel, table=True):
     model_calls: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    feedback: str | None = Field(default=None, max_length=16)
+    feedback_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

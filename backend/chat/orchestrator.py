@@ -22,6 +22,7 @@ from agents import (
     RawResponsesStreamEvent,
     RunItemStreamEvent,
     Runner,
+    RunResultStreaming,
     StreamEvent,
     ToolCallItem,
     ToolCallOutputItem,
@@ -40,6 +41,7 @@ from backend.errors import AppError
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+Consume = Callable[[RunResultStreaming, "TurnRecorder"], Awaitable[None]]
 
 MAX_TURNS_REPLY = (
     "I stopped after too many steps without finishing. The tool calls listed here are the only "
@@ -108,11 +110,16 @@ class TurnRecorder:
     emit: Emit | None
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
+    text: list[str] = field(default_factory=list)
+    # The id a front end already shows for the reply (ChatKit); stored with the message.
+    reply_item_id: str | None = None
 
     async def observe(self, event: StreamEvent) -> None:
         if isinstance(event, RawResponsesStreamEvent):
-            if isinstance(event.data, ResponseTextDeltaEvent) and self.emit:
-                await self.emit("delta", {"text": event.data.delta})
+            if isinstance(event.data, ResponseTextDeltaEvent):
+                self.text.append(event.data.delta)
+                if self.emit:
+                    await self.emit("delta", {"text": event.data.delta})
         elif isinstance(event, RunItemStreamEvent):
             if event.name == "tool_called" and isinstance(event.item, ToolCallItem):
                 await self._called(event.item)
@@ -166,6 +173,11 @@ class TurnRecorder:
         return [call for call in self.calls.values() if call["duration_ms"] is not None]
 
 
+async def _observe_all(result: RunResultStreaming, recorder: TurnRecorder) -> None:
+    async for event in result.stream_events():
+        await recorder.observe(event)
+
+
 def _public_call(call: dict[str, Any]) -> dict[str, Any]:
     return ToolCall(
         name=call["name"],
@@ -188,7 +200,13 @@ class Orchestrator:
     database: Database
     runtime: AgentRuntime
 
-    async def begin(self, user_id: str, request: ChatRequest, channel: str = "chat") -> TurnStart:
+    async def begin(
+        self,
+        user_id: str,
+        request: ChatRequest,
+        channel: str = "chat",
+        item_id: str | None = None,
+    ) -> TurnStart:
         async with self.database.session_scope(write=True) as session:
             return await chat_service.begin_turn(
                 session,
@@ -199,10 +217,31 @@ class Orchestrator:
                 model_name=self.runtime.model_name,
                 lease_seconds=self.runtime.settings.chat_lease_seconds,
                 channel=channel,
+                item_id=item_id,
+            )
+
+    async def resume(
+        self, user_id: str, conversation_id: int, user_message_item_id: str, channel: str
+    ) -> TurnStart:
+        """A new run for a message already stored (a retry)."""
+        async with self.database.session_scope(write=True) as session:
+            return await chat_service.resume_turn(
+                session,
+                user_id,
+                conversation_id,
+                user_message_item_id,
+                model_name=self.runtime.model_name,
+                lease_seconds=self.runtime.settings.chat_lease_seconds,
+                channel=channel,
             )
 
     async def complete(
-        self, user_id: str, start: TurnStart, zone: ZoneInfo, emit: Emit | None = None
+        self,
+        user_id: str,
+        start: TurnStart,
+        zone: ZoneInfo,
+        emit: Emit | None = None,
+        consume: Consume | None = None,
     ) -> ChatResponse:
         """Run the agent on the stored history, then record how it went. Raises TurnFailed."""
         if start.replay is not None:
@@ -216,25 +255,32 @@ class Orchestrator:
         recorder = TurnRecorder(emit)
         began = time.monotonic()
         failure: TurnFailed | None = None
+        cancelled: asyncio.CancelledError | None = None
         reply: str | None = None
         usage: tuple[int, int | None, int | None] = (0, None, None)
         try:
-            reply, usage = await self._run_agent(user_id, to_input_items(history), zone, recorder)
-        except (Exception, asyncio.CancelledError) as exc:
+            reply, usage = await self._run_agent(
+                user_id, to_input_items(history), zone, recorder, consume or _observe_all
+            )
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+            failure = TurnFailed("The turn was cancelled", code="cancelled")
+            record_error = "cancelled by the client"
+        except Exception as exc:
             failure = _classify(exc)
             logger.warning(
                 "turn failed: run=%s code=%s (%s)", start.run_id, failure.code, type(exc).__name__
             )
             record_error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, asyncio.CancelledError):
-                failure, record_error = (
-                    TurnFailed("The turn was cancelled", code="cancelled"),
-                    "cancelled",
-                )
         calls = recorder.finished_calls()
+        if isinstance(failure, TurnLimitReached):
+            reply = MAX_TURNS_REPLY
+        elif failure is not None and failure.code == "cancelled":
+            reply = "".join(recorder.text) or None  # keep what the user already saw
         record = TurnRecord(
             status="failed" if failure else "succeeded",
-            reply=MAX_TURNS_REPLY if isinstance(failure, TurnLimitReached) else reply,
+            reply=reply,
+            reply_item_id=recorder.reply_item_id,
             tool_calls=calls,
             latency_ms=round((time.monotonic() - began) * 1000),
             model_calls=usage[0],
@@ -245,12 +291,19 @@ class Orchestrator:
         )
         async with self.database.session_scope(write=True) as session:
             await chat_service.finish_turn(session, user_id, start, record)
+        if cancelled is not None:
+            raise cancelled
         if failure is not None:
             raise failure
         return _response(start.conversation_id, reply or "", calls)
 
     async def _run_agent(
-        self, user_id: str, items: list[Any], zone: ZoneInfo, recorder: TurnRecorder
+        self,
+        user_id: str,
+        items: list[Any],
+        zone: ZoneInfo,
+        recorder: TurnRecorder,
+        consume: Consume,
     ) -> tuple[str, tuple[int, int | None, int | None]]:
         async with self.runtime.tools_for(user_id) as tools:
             agent = self.runtime.agent(tools, utc_now(), zone)
@@ -260,8 +313,7 @@ class Orchestrator:
                 max_turns=self.runtime.settings.agent_max_turns,
                 run_config=self.runtime.run_config(),
             )
-            async for event in result.stream_events():
-                await recorder.observe(event)
+            await consume(result, recorder)
         usage = result.context_wrapper.usage
         tokens = (usage.input_tokens or None, usage.output_tokens or None)
         return str(result.final_output or ""), (len(result.raw_responses), *tokens)

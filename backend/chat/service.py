@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,7 @@ from backend.errors import Conflict, NotFound
 from backend.models import AgentRun, Conversation, Message
 
 TITLE_CHARS = 60
+DEFAULT_TITLE = "New conversation"
 
 
 class ConversationNotFound(NotFound):
@@ -72,6 +73,15 @@ async def get_conversation(
     return conversation
 
 
+async def find_by_thread_id(
+    session: AsyncSession, user_id: str, thread_id: str
+) -> Conversation | None:
+    """The conversation behind a ChatKit thread id, if this user owns it."""
+    statement = _owned(user_id).where(col(Conversation.thread_id) == thread_id)
+    conversation: Conversation | None = (await session.scalars(statement)).first()
+    return conversation
+
+
 async def list_conversations(
     session: AsyncSession, user_id: str, limit: int, offset: int
 ) -> tuple[Sequence[Conversation], int]:
@@ -82,24 +92,71 @@ async def list_conversations(
     return items, total or 0
 
 
+def visible_messages(conversation_id: int) -> Any:
+    """A conversation's messages, minus those a retry replaced."""
+    return select(Message).where(
+        col(Message.conversation_id) == conversation_id, col(Message.deleted_at).is_(None)
+    )
+
+
+async def conversations_after(
+    session: AsyncSession, user_id: str, after_thread_id: str | None, limit: int, newest_first: bool
+) -> list[Conversation]:
+    """A page of the user's conversations by creation order, after a thread-id cursor."""
+    statement = _owned(user_id)
+    if after_thread_id is not None:
+        cursor = await find_by_thread_id(session, user_id, after_thread_id)
+        if cursor is not None:
+            statement = statement.where(
+                col(Conversation.id) < cursor.id
+                if newest_first
+                else col(Conversation.id) > cursor.id
+            )
+    ordering = col(Conversation.id).desc() if newest_first else col(Conversation.id).asc()
+    return list((await session.scalars(statement.order_by(ordering).limit(limit))).all())
+
+
+async def messages_after(
+    session: AsyncSession,
+    conversation_id: int,
+    after_item_id: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+) -> list[Message]:
+    """A page of a conversation's messages by `seq`, after an item-id cursor."""
+    statement = visible_messages(conversation_id)
+    if after_item_id is not None:
+        cursor_seq = await session.scalar(
+            select(col(Message.seq)).where(
+                col(Message.conversation_id) == conversation_id,
+                col(Message.item_id) == after_item_id,
+            )
+        )
+        if cursor_seq is not None:
+            statement = statement.where(
+                col(Message.seq) > cursor_seq if order == "asc" else col(Message.seq) < cursor_seq
+            )
+    ordering = col(Message.seq).asc() if order == "asc" else col(Message.seq).desc()
+    return list((await session.scalars(statement.order_by(ordering).limit(limit))).all())
+
+
 async def list_messages(session: AsyncSession, conversation_id: int) -> Sequence[Message]:
-    statement = select(Message).where(col(Message.conversation_id) == conversation_id)
-    return (await session.scalars(statement.order_by(col(Message.seq)))).all()
+    statement = visible_messages(conversation_id).order_by(col(Message.seq))
+    return (await session.scalars(statement)).all()
 
 
 async def recent_messages(session: AsyncSession, conversation_id: int, limit: int) -> list[Message]:
     """The newest `limit` messages, oldest first (never the oldest N)."""
-    statement = (
-        select(Message)
-        .where(col(Message.conversation_id) == conversation_id)
-        .order_by(col(Message.seq).desc())
-        .limit(limit)
-    )
+    statement = visible_messages(conversation_id).order_by(col(Message.seq).desc()).limit(limit)
     return list(reversed((await session.scalars(statement)).all()))
 
 
-async def create_conversation(session: AsyncSession, user_id: str, title: str) -> Conversation:
-    conversation = Conversation(user_id=user_id, title=title_from(title) or "New conversation")
+async def create_conversation(
+    session: AsyncSession, user_id: str, title: str, thread_id: str | None = None
+) -> Conversation:
+    conversation = Conversation(user_id=user_id, title=title_from(title) or DEFAULT_TITLE)
+    if thread_id is not None:
+        conversation.thread_id = thread_id
     session.add(conversation)
     await session.flush()
     return conversation
@@ -164,6 +221,7 @@ async def add_message(
     *,
     tool_calls: list[dict[str, Any]] | None = None,
     client_message_id: str | None = None,
+    item_id: str | None = None,
 ) -> Message:
     message = Message(
         conversation_id=conversation_id,
@@ -174,6 +232,8 @@ async def add_message(
         tool_calls=tool_calls,
         client_message_id=client_message_id,
     )
+    if item_id is not None:
+        message.item_id = item_id
     session.add(message)
     await session.flush()
     return message
@@ -202,6 +262,7 @@ async def begin_turn(
     model_name: str,
     lease_seconds: int,
     channel: str = "chat",
+    item_id: str | None = None,
 ) -> TurnStart:
     """Own-check or create the conversation, take its lease, store the message, open a run."""
     existing = None
@@ -230,6 +291,8 @@ async def begin_turn(
             conversation = await get_conversation(session, user_id, conversation_id)
         assert conversation.id is not None
         lease = await _take_lease(session, user_id, conversation.id, lease_seconds)
+        if conversation.title == DEFAULT_TITLE:
+            conversation.title = title_from(message) or DEFAULT_TITLE
         try:
             async with session.begin_nested():
                 user_message = await add_message(
@@ -239,16 +302,28 @@ async def begin_turn(
                     "user",
                     message,
                     client_message_id=client_message_id,
+                    item_id=item_id,
                 )
         except IntegrityError as exc:  # the same client_message_id raced in
             raise ConversationBusy(
                 "This message is already being answered", code="turn_in_progress"
             ) from exc
+    return await _open_run(session, conversation, user_message, lease, model_name, channel)
+
+
+async def _open_run(
+    session: AsyncSession,
+    conversation: Conversation,
+    user_message: Message,
+    lease: str,
+    model_name: str,
+    channel: str,
+) -> TurnStart:
     assert conversation.id is not None
     assert user_message.id is not None
     run = AgentRun(
         conversation_id=conversation.id,
-        user_id=user_id,
+        user_id=conversation.user_id,
         user_message_id=user_message.id,
         model=model_name,
         channel=channel,
@@ -258,6 +333,62 @@ async def begin_turn(
     await session.flush()
     assert run.id is not None
     return TurnStart(conversation.id, user_message.id, run.id, lease)
+
+
+async def resume_turn(
+    session: AsyncSession,
+    user_id: str,
+    conversation_id: int,
+    user_message_item_id: str,
+    *,
+    model_name: str,
+    lease_seconds: int,
+    channel: str,
+) -> TurnStart:
+    """Answer an already stored user message again (a retry), under the lease."""
+    conversation = await get_conversation(session, user_id, conversation_id)
+    statement = visible_messages(conversation_id).where(
+        col(Message.item_id) == user_message_item_id, col(Message.role) == "user"
+    )
+    user_message = (await session.scalars(statement)).first()
+    if user_message is None:
+        raise NotFound("That message is not in this conversation", code="message_not_found")
+    lease = await _take_lease(session, user_id, conversation_id, lease_seconds)
+    return await _open_run(session, conversation, user_message, lease, model_name, channel)
+
+
+async def hide_message(
+    session: AsyncSession, user_id: str, conversation_id: int, item_id: str
+) -> None:
+    """Take a message out of the conversation (a retry replaces it); the logs keep it."""
+    await get_conversation(session, user_id, conversation_id)
+    statement = visible_messages(conversation_id).where(col(Message.item_id) == item_id)
+    message = (await session.scalars(statement)).first()
+    if message is not None:
+        message.deleted_at = utc_now()
+        await session.flush()
+
+
+async def record_feedback(
+    session: AsyncSession, user_id: str, conversation_id: int, item_ids: list[str], kind: str
+) -> int:
+    """Attach 👍/👎 to the runs that wrote these assistant messages; returns how many."""
+    await get_conversation(session, user_id, conversation_id)
+    statement = (
+        select(AgentRun)
+        .join(Message, col(Message.id) == col(AgentRun.assistant_message_id))
+        .where(
+            col(Message.conversation_id) == conversation_id,
+            col(Message.item_id).in_(item_ids),
+            col(AgentRun.user_id) == user_id,
+        )
+    )
+    runs = (await session.scalars(statement)).all()
+    for run in runs:
+        run.feedback = kind
+        run.feedback_at = utc_now()
+    await session.flush()
+    return len(runs)
 
 
 async def _release(session: AsyncSession, conversation_id: int, lease_token: str) -> None:
@@ -284,6 +415,7 @@ class TurnRecord:
     output_tokens: int | None
     error_code: str | None = None
     error_message: str | None = None
+    reply_item_id: str | None = None
 
 
 async def finish_turn(
@@ -299,6 +431,7 @@ async def finish_turn(
             "assistant",
             record.reply or "",
             tool_calls=record.tool_calls or None,
+            item_id=record.reply_item_id,
         )
     run = await session.get(AgentRun, start.run_id)
     if run is not None:

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import uvicorn
 from agents import Model
+from agents.items import TResponseOutputItem
 from agents.testing import ScriptedModel, assistant_message, function_call
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
 
 from backend.config import Settings
 from backend.db import Database
@@ -94,11 +94,11 @@ def chat_client(tmp_path: Path, database_url: str, mcp_url: str, database: Datab
     return open_client
 
 
-def reply(text: str) -> list[ResponseOutputMessage]:
+def reply(text: str) -> list[TResponseOutputItem]:
     return [assistant_message(text, item_id=f"msg_{uuid.uuid4().hex}")]
 
 
-def call(name: str, arguments: dict[str, Any]) -> list[ResponseFunctionToolCall]:
+def call(name: str, arguments: dict[str, Any]) -> list[TResponseOutputItem]:
     call_id = f"call_{uuid.uuid4().hex}"
     return [function_call(name, arguments, call_id=call_id, item_id=f"fc_{call_id}")]
 

@@ -347,7 +347,9 @@ async def test_two_users_in_parallel_see_only_their_own_history(chat_client: App
         async def talk(user: str) -> None:
             conversation_id = None
             for number in range(3):
-                extra = {"conversation_id": conversation_id} if conversation_id else {}
+                extra: dict[str, Any] = (
+                    {"conversation_id": conversation_id} if conversation_id else {}
+                )
                 response = await _say(client, user, f"{user} secret {number}", **extra)
                 assert response.status_code == 200, response.text
                 conversation_id = response.json()["conversation_id"]
