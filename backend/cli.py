@@ -127,6 +127,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
+    if args.transport == "stdio" and not os.environ.get("TODO_USER_ID", "").strip():
+        # Checked before the SDK loads so the refusal is immediate.
+        sys.exit("TODO_USER_ID must name the user whose tasks the stdio server manages")
     from mcp_server.runner import run_http, run_stdio
 
     if args.transport == "stdio":

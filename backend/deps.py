@@ -37,7 +37,7 @@ async def current_user_id(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("Missing bearer token")
+        raise Unauthorized("Missing bearer token", missing=True)
     verifier: UserTokenVerifier = request.app.state.token_verifier
     return await verifier.verify(credentials.credentials)
 

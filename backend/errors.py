@@ -42,8 +42,12 @@ class Unauthorized(AppError):
     status_code = 401
     code = "unauthorized"
 
-    def __init__(self, message: str = "Missing or invalid bearer token") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    def __init__(self, message: str = "Invalid bearer token", *, missing: bool = False) -> None:
+        # RFC 6750: no error code when the request carried no token at all.
+        challenge = 'Bearer realm="todo-assistant"'
+        if not missing:
+            challenge += ', error="invalid_token"'
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(AppError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from agents import Model
@@ -53,17 +53,19 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.database_url)
-        async with httpx.AsyncClient(timeout=settings.jwks_timeout_seconds) as http:
-            jwks = (
-                JWKSCache(
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(database.dispose)
+            jwks = None
+            if settings.auth_jwks_url:
+                http = await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
+                )
+                jwks = JWKSCache(
                     settings.auth_jwks_url,
                     client=http,
                     max_age_seconds=settings.jwks_cache_seconds,
                     refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
                 )
-                if settings.auth_jwks_url
-                else None
-            )
             app.state.settings = settings
             app.state.database = database
             app.state.token_verifier = UserTokenVerifier(
@@ -79,10 +81,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 runtime.model_name,
                 settings.mcp_url,
             )
-            try:
-                yield
-            finally:
-                await database.dispose()
+            yield
 
     app = FastAPI(
         title="Todo Assistant API",

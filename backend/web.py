@@ -105,6 +105,8 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes and not rejected:
                     rejected = True
+                    # Whatever the app makes of the cut-off body is never sent: don't log it.
+                    scope.setdefault("state", {})["body_rejected"] = True
                     if not response_started:
                         await _too_large(self.max_bytes)(scope, receive, send)
                     return {"type": "http.disconnect"}
@@ -121,6 +123,7 @@ class BodyLimitMiddleware:
 
 
 def _too_large(limit: int) -> JSONResponse:
+    logger.warning("request body over %s bytes -> 413 payload_too_large", limit)
     return error_response(413, f"Request body exceeds {limit} bytes", "payload_too_large")
 
 
@@ -136,6 +139,8 @@ def error_response(
 
 
 def _log(status: int, code: str, request: Request) -> None:
+    if request.scope.get("state", {}).get("body_rejected"):
+        return
     level = logging.ERROR if status >= 500 else logging.WARNING
     logger.log(level, "%s %s -> %s %s", request.method, request.url.path, status, code)
 

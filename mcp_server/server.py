@@ -9,19 +9,26 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.routes import build_resource_metadata_url
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from backend.auth.mcp_tokens import READ_SCOPE, WRITE_SCOPE, mcp_token_config
+from backend.auth.mcp_tokens import (
+    ALL_SCOPES,
+    READ_SCOPE,
+    WRITE_SCOPE,
+    WRITE_TOOLS,
+    mcp_token_config,
+)
 from backend.config import Settings
 from backend.db import Database
 from backend.errors import AppError
@@ -35,9 +42,10 @@ Find a task's id with list_tasks (use `search` with words from its title) before
 Times are ISO 8601 with a UTC offset, e.g. 2026-12-01T17:00:00+01:00.
 Deletes are soft: restore_task undoes one."""
 
-WRITE_TOOLS = frozenset(
-    {"add_task", "update_task", "complete_task", "reopen_task", "delete_task", "restore_task"}
-)
+logger = logging.getLogger(__name__)
+
+# As the REST API's 503 handler: the database (or the connection to it) is down.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 T = TypeVar("T")
 UserResolver = Callable[[], str]
 
@@ -63,6 +71,10 @@ TagsArg = Annotated[
 DueArg = Annotated[
     AwareDatetime | None,
     Field(description="When it is due: ISO 8601 with a UTC offset, e.g. 2026-12-01T17:00:00Z."),
+]
+RemindArg = Annotated[
+    AwareDatetime | None,
+    Field(description="When to remind the user: ISO 8601 with a UTC offset."),
 ]
 RecurrenceArg = Annotated[
     str | None,
@@ -141,6 +153,9 @@ class TaskTools:
             raise ToolError(exc.message) from exc
         except ValidationError as exc:
             raise ToolError(_validation_message(exc)) from exc
+        except DATABASE_UNAVAILABLE as exc:
+            logger.error("database error in an MCP tool: %s", type(exc).__name__)
+            raise ToolError("The task database is unavailable; try again shortly") from exc
 
     async def add_task(
         self,
@@ -149,7 +164,7 @@ class TaskTools:
         priority: PriorityArg = None,
         tags: TagsArg = None,
         due_at: DueArg = None,
-        remind_at: DueArg = None,
+        remind_at: RemindArg = None,
         recurrence: RecurrenceArg = None,
     ) -> TaskCreated:
         """Create a task for the user and return it with its new id.
@@ -284,6 +299,7 @@ class TaskTools:
         ] = None,
         due_at: DueArg = None,
         clear_due_at: Annotated[bool, Field(description="True removes the due time.")] = False,
+        remind_at: RemindArg = None,
         recurrence: RecurrenceArg = None,
     ) -> TaskChanged:
         """Change a task. Only the arguments you pass change; everything else stays as it is."""
@@ -292,6 +308,7 @@ class TaskTools:
             "priority": priority,
             "tags": tags,
             "due_at": due_at,
+            "remind_at": remind_at,
             "recurrence": recurrence,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -375,6 +392,25 @@ def build_server(settings: Settings, database: Database, resolve_user: UserResol
     )
 
 
+def _advertise_all_scopes(server: MCPServer, app: Starlette) -> None:
+    """List tasks:write in the protected-resource metadata too.
+
+    The SDK derives `scopes_supported` from the endpoint-wide required scope (tasks:read), so
+    a client that picks its scopes from the metadata would never ask for tasks:write.
+    """
+    auth = server.settings.auth
+    if auth is None or auth.resource_server_url is None:
+        return
+    ours = create_protected_resource_routes(
+        resource_url=auth.resource_server_url,
+        authorization_servers=[auth.issuer_url],
+        scopes_supported=list(ALL_SCOPES),
+    )
+    paths = {route.path for route in ours}
+    others = [r for r in app.router.routes if getattr(r, "path", None) not in paths]
+    app.router.routes[:] = [*ours, *others]
+
+
 def create_http_app(settings: Settings) -> Starlette:
     """The streamable-HTTP ASGI app: stateless, JSON responses, bearer auth, Host/Origin checks."""
     database = Database(settings.database_url)
@@ -395,6 +431,7 @@ def create_http_app(settings: Settings) -> Starlette:
         json_response=True,
         transport_security=security,
     )
+    _advertise_all_scopes(server, inner)
     inner_lifespan = inner.router.lifespan_context
 
     @asynccontextmanager

@@ -78,5 +78,8 @@ class JWKSCache:
     async def _fetch(self) -> dict[str, PyJWK]:
         response = await self._client.get(self._url, headers={"Accept": "application/json"})
         response.raise_for_status()
-        key_set = PyJWKSet.from_dict(response.json())
+        document = response.json()
+        if not isinstance(document, dict):
+            raise ValueError("the JWKS document is not a JSON object")
+        key_set = PyJWKSet.from_dict(document)
         return {key.key_id or "": key for key in key_set.keys}

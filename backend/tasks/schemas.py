@@ -28,7 +28,10 @@ SIMPLE_RECURRENCES = ("daily", "weekly", "monthly")
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("date is out of range") from exc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
@@ -77,6 +80,9 @@ Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE),
     AfterValidator(_no_nul),
+]
+SearchText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE), AfterValidator(_no_nul)
 ]
 Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION), AfterValidator(_no_nul)]
 Tags = Annotated[list[str], Field(max_length=MAX_TAGS), AfterValidator(_normalise_tags)]
@@ -148,7 +154,7 @@ class TaskQuery(_Input):
     tag: Annotated[list[str], Field(max_length=MAX_TAGS), AfterValidator(_normalise_tags)] = Field(
         default_factory=list, description="Repeatable; every tag given must be on the task."
     )
-    q: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = Field(
+    q: SearchText | None = Field(
         default=None, description="Case-insensitive search in title and description."
     )
     due_before: UtcDatetime | None = None

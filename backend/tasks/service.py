@@ -116,7 +116,11 @@ def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
 
 
 def _ordering(query: TaskQuery) -> list[Any]:
-    column: Any = PRIORITY_RANK if query.sort == "priority" else getattr(Task, query.sort)
+    column: Any = getattr(Task, query.sort)
+    if query.sort == "priority":
+        column = PRIORITY_RANK
+    elif query.sort == "title":  # case-insensitive, so SQLite (bytes) and PostgreSQL agree
+        column = func.lower(col(Task.title))
     order = query.order or ("desc" if query.sort in ("created_at", "updated_at") else "asc")
     primary = column.desc() if order == "desc" else column.asc()
     tie_break = col(Task.id).desc() if order == "desc" else col(Task.id).asc()

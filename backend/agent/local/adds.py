@@ -1,0 +1,196 @@
+"""New tasks: the title and, taken out of it, the priority, #tags, due date and repeat rule."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from backend.agent.local.dates import Clock, find_due
+from backend.agent.local.intents import AddIntent, Intent, ReplyIntent
+from backend.agent.local.repeats import find_repeat
+
+_I = re.IGNORECASE
+_KIND = r"(?:tasks?|todos?|to-dos?|to\s+dos?|items?|reminders?|entry|entries)"
+_ADJ = (
+    r"(?:(?:very|really|super)\s+)?"
+    r"(?:urgent|important|high[\s-]priority|low[\s-]priority|quick|new)"
+)
+_PREFIXES: tuple[tuple[str, bool], ...] = (
+    # (pattern, whether "X and Y" means two tasks)
+    (
+        rf"(?:add|create|make|new|put|insert|jot\s+down|write\s+down|note\s+down|log|set\s+up)"
+        rf"\s+(?:me\s+)?(?:(?:a|an|the|one|another|some)\s+)?(?P<adj>(?:{_ADJ}\s+)*)"
+        rf"(?P<kind>{_KIND})\b\s*[:,-]?\s*"
+        r"(?:(?:to|for|called|named|titled|saying|that\s+says|about|of)\s+)?(?P<rest>.*)",
+        False,
+    ),
+    (
+        r"(?:add|adding|create|put|jot\s+down|write\s+down|note\s+down|log|stick|pop|schedule|plan)"
+        r"\s*[:-]?\s+(?P<rest>.+)",
+        True,
+    ),
+    (
+        r"(?:remind\s+me|set\s+a\s+reminder|reminder|remember)\s*[:,-]?\s*"
+        r"(?:to\s+|about\s+|that\s+|of\s+)?(?P<rest>.+)",
+        False,
+    ),
+    (
+        r"(?:i\s+|we\s+)?(?:really\s+|also\s+|still\s+|definitely\s+)?"
+        r"(?:need|have|gotta|got|must|should|want|ought)\b\s*(?:to\s+)?"
+        r"(?:remember\s+to\s+|not\s+forget\s+to\s+)?(?P<rest>.+)",
+        False,
+    ),
+    (
+        r"(?:do\s+not|dont)\s+(?:let\s+me\s+)?forget\s+(?:to\s+|about\s+)?(?P<rest>.+)",
+        False,
+    ),
+    (r"(?:new\s+)?(?:todo|to-do|to\s+do|task|reminder)\s*:\s*(?P<rest>.+)", True),
+    (r"(?:note\s+to\s+self|memo|reminder\s+to\s+self)\s*[:,-]?\s*(?:to\s+)?(?P<rest>.+)", False),
+)
+_QUOTED = re.compile(r"\"([^\"]+)\"|(?<!\w)'([^']+)'(?!\w)")
+_TAG = re.compile(r"(?<![\w&#])#(?P<tag>[a-z][\w-]{0,31})\b", _I)
+_TAG_WORDS = re.compile(
+    r"\s*,?\s*\b(?:tagged(?:\s+(?:as|with))?|with\s+(?:the\s+)?tags?|labell?ed(?:\s+as)?|"
+    r"under\s+(?:the\s+)?tag)\s+#?(?P<tag>[a-z][\w-]{0,31})(?:\s+tag)?\b",
+    _I,
+)
+_LIST_TAG = re.compile(
+    r"\s+(?:to|on|onto|in|into)\s+(?:my|the|our)\s+(?:(?P<tag>[a-z][\w-]{0,31})\s+)?"
+    r"(?:list|tasks|todos?|to-dos?|to-do\s+list|todo\s+list)\b",
+    _I,
+)
+_PRIORITY_WORDS = (
+    r"(?P<p>urgent(?:ly)?|asap|as\s+soon\s+as\s+possible|critical|top[\s-]priority|"
+    r"high[\s-]priority|important|low[\s-]priority|not\s+urgent|not\s+important|"
+    r"medium[\s-]priority|normal[\s-]priority|(?:high|low|medium|normal)\s+prio)"
+)
+_PRIORITY = re.compile(
+    r"(?:\s*,?\s*(?:and\s+)?(?:it\s+is|this\s+is|that\s+is|make\s+it|mark\s+it(?:\s+as)?|"
+    r"set\s+as|as|with|at)\s+)?(?:(?<=\s)|^)(?:an?\s+)?(?:very\s+|really\s+|super\s+|extremely\s+)?"
+    rf"{_PRIORITY_WORDS}(?:\s+priority)?\b"
+    r"|\s*,?\s*(?:with\s+)?priority\s*(?::|=|is|of)?\s*(?P<p2>urgent|high|low|medium|normal)\b",
+    _I,
+)
+_SPLIT = re.compile(r"\s*,\s*(?:and\s+)?|\s+(?:and|&|plus)\s+", _I)
+_LEADING = re.compile(
+    r"^(?:to|that|about|for|and|also|then|please|a\s+task\s+to|task\s+to|called|named|titled"
+    r"|a|an)\s+",
+    _I,
+)
+_TRAILING = re.compile(
+    r"\s+(?:by|on|at|for|due|due\s+on|due\s+by|before|until|and|to|with|from|please|also|"
+    r"then|is|are|it\s+is|this\s+is|too|as\s+well)$",
+    _I,
+)
+
+
+def priority_of(word: str) -> str:
+    lowered = re.sub(r"[\s-]+", " ", word.lower())
+    if lowered.startswith(("urgent", "asap", "as soon", "critical")):
+        return "urgent"
+    if lowered.startswith(("low", "not ")):
+        return "low"
+    if lowered.startswith(("medium", "normal")):
+        return "medium"
+    return "high"
+
+
+@dataclass
+class _Draft:
+    text: str
+    fields: dict[str, Any]
+
+
+def parse_add(clause: str, clock: Clock) -> list[Intent] | None:
+    """Tasks to add from a clause such as "remind me to call mom tomorrow at 5pm", or None."""
+    for pattern, splittable in _PREFIXES:
+        match = re.fullmatch(pattern, clause, _I)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        draft = _Draft(match.group("rest"), {})
+        if groups.get("adj"):
+            _priority_from(groups["adj"], draft)
+        split = splittable or bool(groups.get("kind", "").lower().endswith("s"))
+        return build_adds(draft, clock, split=split)
+    return None
+
+
+def build_adds(draft: _Draft, clock: Clock, *, split: bool) -> list[Intent]:
+    quoted = [m.group(1) or m.group(2) for m in _QUOTED.finditer(draft.text)]
+    draft.text = _QUOTED.sub(" ", draft.text)
+    _extract(draft, clock)
+    if quoted:
+        titles = quoted
+    else:
+        titles = _SPLIT.split(draft.text) if split else [draft.text]
+    intents: list[Intent] = []
+    for raw in titles:
+        title = clean_title(raw)
+        if title:
+            intents.append(AddIntent(title=title[:200], fields=dict(draft.fields)))
+    return intents or [ReplyIntent("empty_add")]
+
+
+def _extract(draft: _Draft, clock: Clock) -> None:
+    _tags_from(draft)
+    _priority_from_text(draft)
+    repeat = find_repeat(draft.text)
+    weekdays: tuple[str, ...] = ()
+    if repeat is not None:
+        draft.fields["recurrence"] = repeat.rule
+        weekdays = repeat.weekdays
+        draft.text = _cut(draft.text, repeat.start, repeat.end)
+    due = find_due(draft.text, clock, weekdays=weekdays)
+    if due is not None:
+        draft.fields["due_at"] = due.value.isoformat(timespec="seconds")
+        draft.text = _cut(draft.text, due.start, due.end)
+
+
+def _cut(text: str, start: int, end: int) -> str:
+    return f"{text[:start]} {text[end:]}"
+
+
+def _tags_from(draft: _Draft) -> None:
+    tags: list[str] = []
+    for pattern in (_TAG_WORDS, _TAG, _LIST_TAG):
+        for match in list(pattern.finditer(draft.text)):
+            tag = match.group("tag")
+            if tag and tag.lower() not in {"todo", "to-do", "task", "tasks", "my", "the"}:
+                tags.append(tag.lower())
+        draft.text = pattern.sub(" ", draft.text)
+    if tags:
+        draft.fields["tags"] = list(dict.fromkeys(tags))[:10]
+
+
+def _priority_from(text: str, draft: _Draft) -> None:
+    match = _PRIORITY.search(text)
+    if match:
+        draft.fields["priority"] = priority_of(match.group("p") or match.group("p2"))
+
+
+def _priority_from_text(draft: _Draft) -> None:
+    match = _PRIORITY.search(draft.text)
+    if match:
+        draft.fields["priority"] = priority_of(match.group("p") or match.group("p2"))
+        draft.text = _cut(draft.text, match.start(), match.end())
+
+
+def clean_title(text: str) -> str:
+    title = re.sub(r"\s+", " ", text).strip(" ,.;:!?-\u2013\u2014")
+    previous = None
+    while title != previous:
+        previous = title
+        title = _LEADING.sub("", title)
+        title = _TRAILING.sub("", title).strip(" ,.;:!?-\u2013\u2014")
+    if len(title) >= 2 and title[0] == title[-1] and title[0] in "\"'":
+        title = title[1:-1].strip()
+    return capitalised(title)
+
+
+def capitalised(title: str) -> str:
+    """First letter up, unless the word is written like "iPhone"."""
+    if title[:1].islower() and not title[1:2].isupper():
+        return title[0].upper() + title[1:]
+    return title

@@ -1,0 +1,81 @@
+"""What the local model understood a message to ask for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["complete", "reopen", "delete", "restore", "update"]
+ReplyKind = Literal[
+    "greeting",
+    "thanks",
+    "ok",
+    "bye",
+    "help",
+    "unknown",
+    "suggest_add",
+    "empty_add",
+    "refuse_bulk",
+    "declined",
+    "unclear_change",
+    "now",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which task(s): ids, words from the title, or "it"/"them" (the task just discussed)."""
+
+    ids: tuple[int, ...] = ()
+    words: str | None = None
+    pronoun: Literal["one", "many"] | None = None
+
+    def describe(self) -> str:
+        if self.ids:
+            return ", ".join(f"#{i}" for i in self.ids)
+        return f"'{self.words}'" if self.words else "that task"
+
+
+@dataclass(frozen=True)
+class AddIntent:
+    title: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def arguments(self) -> dict[str, Any]:
+        return {"title": self.title, **self.fields}
+
+
+@dataclass(frozen=True)
+class ListIntent:
+    arguments: dict[str, Any]
+    adjectives: tuple[str, ...] = ()
+    qualifiers: tuple[str, ...] = ()
+    count_only: bool = False
+
+
+@dataclass(frozen=True)
+class ShowIntent:
+    target: Target
+
+
+@dataclass(frozen=True)
+class ActIntent:
+    action: Action
+    target: Target
+    changes: dict[str, Any] = field(default_factory=dict)
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UndoIntent:
+    pass
+
+
+@dataclass(frozen=True)
+class ReplyIntent:
+    kind: ReplyKind
+    text: str = ""
+
+
+Intent = AddIntent | ListIntent | ShowIntent | ActIntent | UndoIntent | ReplyIntent

@@ -1,0 +1,195 @@
+"""The local model's words: confirmations, task lists, questions and help."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from backend.agent.local.dates import END_OF_DAY, Clock
+from backend.agent.local.history import ToolResult
+from backend.agent.local.intents import ListIntent, ReplyKind
+from backend.agent.local.repeats import describe_repeat
+
+WHICH_ONE = "Which one do you mean?"
+ADD_SUGGESTION = "Should I add"
+MAX_LISTED = 20
+
+HELP = """I'm the built-in offline assistant. I can manage your tasks:
+- add: "remind me to call mom tomorrow at 5pm", "add milk and eggs #shopping",
+  "add an urgent task to pay rent every month"
+- list: "what's pending?", "what's due this week?", "tasks tagged work", "find tasks about report"
+- change: "mark task 3 done", "rename task 2 to Buy oat milk", "make it high priority",
+  "task 4 is due friday"
+- delete and undo: "delete the meeting task", "undo", "restore task 5"
+For open conversation, set OPENAI_API_KEY to use an OpenAI model."""
+
+UNKNOWN = (
+    "I'm the built-in offline assistant, so I only understand task requests, and I didn't "
+    'recognise one in "{text}". Try "add call mom tomorrow at 5pm", "what\'s pending?" or '
+    '"mark task 3 done" (say "help" for more). For open conversation, set OPENAI_API_KEY.'
+)
+
+CANNED: dict[ReplyKind, str] = {
+    "greeting": (
+        "Hi! I'm your todo assistant. Tell me what to add, or ask \"what's pending?\". "
+        'Say "help" to see what I can do.'
+    ),
+    "thanks": "You're welcome! Anything else?",
+    "ok": "Okay! Anything else I can do?",
+    "bye": "Bye! Your tasks are saved.",
+    "help": HELP,
+    "empty_add": 'What should the task say? For example: "add call mom tomorrow at 5pm".',
+    "refuse_bulk": (
+        "I change tasks one at a time, so tell me which ones by number "
+        '(for example "delete tasks 3 and 4"). "what\'s pending?" shows the numbers.'
+    ),
+    "declined": "Okay, I won't add it.",
+    "unclear_change": (
+        'I didn\'t catch all of that. For example: "rename task 2 to Buy oat milk", '
+        '"move task 3 to friday", "set task 4 priority to high" or "delete task 5".'
+    ),
+}
+
+
+def canned(kind: ReplyKind, text: str = "") -> str:
+    if kind == "unknown":
+        return UNKNOWN.format(text=_short(text))
+    if kind == "suggest_add":
+        return f'{ADD_SUGGESTION} "{_short(text)}" as a task? Say "yes" or "add {_short(text)}".'
+    return CANNED[kind]
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def when(value: object, clock: Clock) -> str | None:
+    """A due time in the user's zone ("Tue Dec 1, 5:00 PM"); end-of-day ones as a date."""
+    moment = _as_datetime(value)
+    if moment is None:
+        return None
+    local = moment.astimezone(clock.zone)
+    day = f"{local:%a %b} {local.day}"
+    if local.year != clock.now.year:
+        day += f" {local.year}"
+    if local.time().replace(second=0, microsecond=0) == END_OF_DAY:
+        return day
+    hour = local.hour % 12 or 12
+    return f"{day}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
+
+
+def _as_datetime(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def now_text(clock: Clock) -> str:
+    local = clock.now
+    hour = local.hour % 12 or 12
+    moment = f"{local:%A, %B} {local.day}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
+    return f"It's {moment} ({clock.zone.key})."
+
+
+def quoted(task_id: object, title: object) -> str:
+    return f"#{task_id} '{title}'"
+
+
+def added(result: ToolResult, clock: Clock) -> str:
+    if not result.ok or result.data is None:
+        title = result.arguments.get("title", "that task")
+        return f"I couldn't add '{title}': {error_text(result)}"
+    data = result.data
+    details = _details(data, clock)
+    return f"Added task #{data.get('task_id', data.get('id'))}: {data.get('title')}{details}."
+
+
+def _details(data: dict[str, Any], clock: Clock) -> str:
+    parts: list[str] = []
+    due = when(data.get("due_at"), clock)
+    if due:
+        parts.append(f"due {due}")
+    if data.get("priority") not in (None, "medium"):
+        parts.append("urgent" if data["priority"] == "urgent" else f"{data['priority']} priority")
+    tags = data.get("tags") or []
+    if tags:
+        parts.append(" ".join(f"#{t}" for t in tags))
+    repeat = describe_repeat(data.get("recurrence"))
+    if repeat:
+        parts.append(f"repeats {repeat}")
+    return f" \u2014 {', '.join(parts)}" if parts else ""
+
+
+def error_text(result: ToolResult) -> str:
+    return result.error or "the tool gave no result"
+
+
+def not_found(result: ToolResult) -> str | None:
+    match = re.search(r"Task (\d+) not found", result.error or "")
+    return f"I couldn't find task {match.group(1)}." if match else None
+
+
+def task_line(task: dict[str, Any], clock: Clock, *, show_status: bool = True) -> str:
+    parts = [f"#{task.get('id')} {task.get('title')}"]
+    if show_status and task.get("completed"):
+        parts[0] += " (done)"
+    due = when(task.get("due_at"), clock)
+    if due:
+        late = (
+            not task.get("completed")
+            and (_as_datetime(task.get("due_at")) or clock.now) < clock.now
+        )
+        parts.append(f"due {due}" + (" (overdue)" if late else ""))
+    if task.get("priority") not in (None, "medium"):
+        parts.append(str(task["priority"]))
+    tags = task.get("tags") or []
+    if tags:
+        parts.append(" ".join(f"#{t}" for t in tags))
+    return "- " + " \u00b7 ".join(parts)
+
+
+def task_details(task: dict[str, Any], clock: Clock) -> str:
+    status = "done" if task.get("completed") else "pending"
+    details = _details(task, clock).replace(" \u2014", ",")
+    lines = [f"#{task.get('id')} {task.get('title')} \u2014 {status}{details}."]
+    if task.get("description"):
+        lines.append(f"Notes: {task['description']}")
+    return "\n".join(lines)
+
+
+def listing(intent: ListIntent, result: ToolResult, clock: Clock) -> str:
+    if not result.ok or result.data is None:
+        return f"I couldn't list your tasks: {error_text(result)}"
+    tasks = result.tasks()
+    total = result.data.get("total", len(tasks))
+    total = total if isinstance(total, int) else len(tasks)
+    noun = _noun(intent, total)
+    if total == 0:
+        return f"You have no {noun}."
+    if intent.count_only:
+        return f"You have {total} {noun}."
+    show_status = intent.arguments.get("status") == "all"
+    lines = [f"You have {total} {noun}:"]
+    lines += [task_line(t, clock, show_status=show_status) for t in tasks[:MAX_LISTED]]
+    if total > min(len(tasks), MAX_LISTED):
+        lines.append(f"(showing {min(len(tasks), MAX_LISTED)} of {total})")
+    return "\n".join(lines)
+
+
+def _noun(intent: ListIntent, total: int) -> str:
+    words = [*intent.adjectives, "task" if total == 1 else "tasks", *intent.qualifiers]
+    return " ".join(words)
+
+
+def which_one(tasks: list[dict[str, Any]], clock: Clock, lead: str) -> str:
+    lines = [f"{lead} {WHICH_ONE}"]
+    lines += [task_line(t, clock) for t in tasks[:MAX_LISTED]]
+    lines.append('Reply with its number, e.g. "the first one" or "#' + f'{tasks[0].get("id")}".')
+    return "\n".join(lines)
