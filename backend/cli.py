@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -102,6 +103,10 @@ def _start_mcp_process(host: str, port: int) -> subprocess.Popen[bytes]:
     sys.exit(f"The MCP server did not answer on {host}:{port} within {MCP_START_TIMEOUT_SECONDS}s.")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -118,6 +123,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     os.environ.setdefault("MCP_URL", mcp_url)
     os.environ.setdefault("MCP_RESOURCE_URL", mcp_url)
     settings = Settings()
+    # uvicorn re-raises SIGTERM after its shutdown; turn it into an exception so the
+    # MCP process below is stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     mcp_process = _start_mcp_process(args.host, args.mcp_port)
     try:
         print(_welcome(settings, args.host, args.port), flush=True)
@@ -374,7 +382,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"Configuration error: {exc}")
     configure_logging(settings)
-    args.handler(args, settings)
+    try:
+        args.handler(args, settings)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM: everything was stopped on the way out
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -81,6 +82,9 @@ class Database:
 
     def __init__(self, database_url: str) -> None:
         self.engine = create_engine(database_url)
+        # SQLite has one writer at a time and its busy handler backs off by sleeping, which
+        # gives long tails under concurrency; queueing this process's writers is fairer.
+        self._write_lock = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = async_sessionmaker(
             self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
@@ -89,6 +93,10 @@ class Database:
     @asynccontextmanager
     async def session_scope(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """One transaction: commit on success, roll back on any error."""
+        if write and self._write_lock is not None:
+            async with self._write_lock, self._writer() as session, session.begin():
+                yield session
+            return
         factory = self._writer if write else self._reader
         async with factory() as session, session.begin():
             yield session

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from backend.agent.local.dates import Clock, find_due
+from backend.agent.local.dates import DATE_PHRASE, Clock, find_due
 from backend.agent.local.intents import AddIntent, Intent, ReplyIntent
-from backend.agent.local.repeats import find_repeat
+from backend.agent.local.repeats import REPEAT_PHRASE, find_repeat
 
 _I = re.IGNORECASE
 _KIND = r"(?:tasks?|todos?|to-dos?|to\s+dos?|items?|reminders?|entry|entries)"
@@ -119,18 +119,42 @@ def parse_add(clause: str, clock: Clock) -> list[Intent] | None:
 
 def build_adds(draft: _Draft, clock: Clock, *, split: bool) -> list[Intent]:
     quoted = [m.group(1) or m.group(2) for m in _QUOTED.finditer(draft.text)]
-    draft.text = _QUOTED.sub(" ", draft.text)
-    _extract(draft, clock)
-    if quoted:
-        titles = quoted
+    if quoted:  # 'Title' with its details around it: the title is taken as written
+        draft.text = _QUOTED.sub(" ", draft.text)
+        _extract(draft, clock)
+        drafts = [_Draft(title, dict(draft.fields)) for title in quoted]
     else:
-        titles = _SPLIT.split(draft.text) if split else [draft.text]
+        pieces = _split_items(draft.text) if split else [draft.text]
+        drafts = [_Draft(piece, dict(draft.fields)) for piece in pieces]
+        for item in drafts:
+            _extract(item, clock)
+        _share_trailing_details(drafts)
     intents: list[Intent] = []
-    for raw in titles:
-        title = clean_title(raw)
+    for item in drafts:
+        title = clean_title(item.text)
         if title:
-            intents.append(AddIntent(title=title[:200], fields=dict(draft.fields)))
+            intents.append(AddIntent(title=title[:200], fields=item.fields))
     return intents or [ReplyIntent("empty_add")]
+
+
+def _split_items(text: str) -> list[str]:
+    """Items of "milk, eggs and bread", never split inside "every Monday and Friday"."""
+    kept = [m.span() for m in DATE_PHRASE.finditer(text)]
+    kept += [m.span() for m in REPEAT_PHRASE.finditer(text)]
+    pieces, start = [], 0
+    for match in _SPLIT.finditer(text):
+        if not any(a <= match.start() < b for a, b in kept):
+            pieces.append(text[start : match.start()])
+            start = match.end()
+    pieces.append(text[start:])
+    return pieces
+
+
+def _share_trailing_details(drafts: list[_Draft]) -> None:
+    """Details after the last item are for all of them: "add milk and eggs tomorrow #shop"."""
+    for item in drafts[:-1]:
+        for key, value in drafts[-1].fields.items():
+            item.fields.setdefault(key, value)
 
 
 def _extract(draft: _Draft, clock: Clock) -> None:

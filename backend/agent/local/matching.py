@@ -11,8 +11,18 @@ _STOP = set(
 )
 
 
+_IRREGULAR = {
+    "bought": "buy", "paid": "pay", "sent": "send", "wrote": "writ", "written": "writ",
+    "took": "tak", "made": "mak", "got": "get", "went": "go", "ran": "run", "met": "meet",
+    "gave": "giv", "brought": "bring", "fed": "feed", "found": "find", "sold": "sell",
+    "told": "tell", "ate": "eat", "did": "do", "done": "do",
+}  # fmt: skip
+
+
 def _stem(word: str) -> str:
     word = word.lower()
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
     for suffix in ("ing", "ed", "es", "s", "e"):
         if len(word) - len(suffix) >= 3 and word.endswith(suffix):
             return word[: -len(suffix)]

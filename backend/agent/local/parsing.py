@@ -13,6 +13,7 @@ from backend.agent.local.intents import (
     ReplyIntent,
     ReplyKind,
     ShowIntent,
+    Target,
     UndoIntent,
 )
 from backend.agent.local.lists import LIST_START, parse_list
@@ -126,6 +127,16 @@ _CHATTY = re.compile(
     _I,
 )
 _ONLY_IDS = re.compile(r"(?:task|item|number)?\s*#?\s*\d{1,9}", _I)
+_PAST = re.compile(
+    r"(?:i|we)\s+(?:just\s+|already\s+|finally\s+)?(?P<t>(?P<verb>[a-z]+ed|bought|paid|sent"
+    r"|wrote|took|made|got|went|ran|met|gave|brought|fed|found|sold|told|ate|read|did)\s+.+)",
+    _I,
+)
+_NOT_DONE_VERBS = set(
+    """wanted needed forgot tried decided planned hoped started liked loved hated used asked
+    wondered added created deleted removed renamed changed moved noticed realized realised
+    mentioned guessed missed ignored postponed delayed""".split()
+)
 _COMMAND = re.compile(
     r"(?:rename|retitle|change|update|edit|modify|move|reschedule|postpone|push|set|make|mark"
     r"|complete|finish|delete|remove|cancel|restore|undelete|reopen|tag|untag|show|list|find"
@@ -163,8 +174,8 @@ def is_question(text: str) -> bool:
 
 def small_talk(text: str) -> ReplyIntent | None:
     """Greetings, thanks, help and goodbyes, recognised on the whole message."""
-    core = re.sub(r"[\s,.!?:;)(-]+$", "", normalise(text)).strip(" ,.!")
-    core = re.sub(r"^(?:please|hey|hi|so|ok|okay)[\s,]+(?=\w)", "", core, flags=_I)
+    said = re.sub(r"[\s,.!?:;)(-]+$", "", normalise(text)).strip(" ,.!")
+    core = re.sub(r"^(?:please|hey|hi|so|ok|okay)[\s,]+(?=\w)", "", said, flags=_I)
     kinds: tuple[tuple[re.Pattern[str], ReplyKind], ...] = (
         (_HELP, "help"),
         (_NOW, "now"),
@@ -174,7 +185,7 @@ def small_talk(text: str) -> ReplyIntent | None:
         (_OK, "ok"),
     )
     for pattern, kind in kinds:
-        if pattern.fullmatch(core):
+        if pattern.fullmatch(said) or pattern.fullmatch(core):
             return ReplyIntent(kind)
     if re.search(r"\bwhat\s+can\s+you\s+do\b|\bhow\s+do\s+(?:i|you)\s+use\b", core, _I):
         return ReplyIntent("help")
@@ -237,6 +248,9 @@ def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[I
     adds = parse_add(clause, clock)
     if adds is not None:
         return _delegated(adds, clause, clock) or adds
+    past = _PAST.fullmatch(clause)
+    if past and past.group("verb").lower() not in _NOT_DONE_VERBS:  # "I bought the milk"
+        return [ActIntent("complete", Target(words=past.group("t")))]
     listed = parse_list(clause, clock, strong=question)
     return [listed] if listed is not None else None
 
