@@ -55,7 +55,7 @@ from backend.models import AgentRun, Conversation, Message, Task
 from tests.chat.conftest import AppFactory, call, chat_settings, echo_model, reply, texts_in
 from tests.conftest import auth
 
-EVENTS: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)  # type: ignore[arg-type]
+EVENTS: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
 
 
 def user_input(text: str) -> UserMessageInput:
