@@ -63,7 +63,7 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
         "",
         "Todo Assistant is running.",
         f"  API       {base}   (docs: {base}/docs)",
-        f"  MCP       {settings.mcp_url}   (token: `todo-assistant token --mcp --user NAME`)",
+        f"  MCP       {settings.mcp_url}  (token: uv run todo-assistant token --mcp --user NAME)",
         f"  database  {settings.database_url}",
     ]
     if settings.dev_auth:
@@ -75,7 +75,7 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
         lines += [
             "",
             "Dev auth mode. A 24-hour token for user 'alice'"
-            " (more: `todo-assistant token --user NAME`):",
+            " (more: `uv run todo-assistant token --user NAME`):",
             f"  export TOKEN={token}",
             "",
             "Try it:",
@@ -83,6 +83,10 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
             "       -H 'Content-Type: application/json'"
             ' -d \'{"title": "Buy milk", "tags": ["home"]}\'',
             f'  curl -s {base}/api/alice/tasks -H "Authorization: Bearer $TOKEN"',
+            f'  curl -s -X POST {base}/api/alice/chat -H "Authorization: Bearer $TOKEN" \\',
+            "       -H 'Content-Type: application/json'"
+            ' -d \'{"message": "remind me to call mom tomorrow at 5pm"}\'',
+            "  uv run todo-assistant chat --user alice   # the same, in the terminal",
         ]
     return "\n".join(lines) + "\n"
 
