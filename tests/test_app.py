@@ -1,0 +1,42 @@
+"""Cross-cutting HTTP behaviour of the API app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from backend.db import Database
+from backend.main import create_app
+from tests.conftest import auth, make_settings
+
+
+async def test_cors_allows_only_configured_origins_and_exposes_the_request_id(
+    tmp_path: Path, database_url: str, database: Database
+) -> None:
+    settings = make_settings(tmp_path, database_url, cors_origins="http://localhost:5173")
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            preflight = await client.options(
+                "/chatkit",
+                headers={
+                    "Origin": "http://localhost:5173",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type,x-timezone",
+                },
+            )
+            allowed = await client.get(
+                "/api/alice/tasks", headers={**auth("alice"), "Origin": "http://localhost:5173"}
+            )
+            other = await client.get(
+                "/api/alice/tasks", headers={**auth("alice"), "Origin": "https://evil.example"}
+            )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "x-request-id" in allowed.headers["access-control-expose-headers"].lower()
+    assert "access-control-allow-origin" not in other.headers
