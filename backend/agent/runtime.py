@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from agents.mcp import MCPServerStreamableHttp
 from agents.mcp.util import MCPToolCustomDataContext
 from agents.models import get_default_model
 from agents.models.fake_id import FAKE_RESPONSES_ID
+from mcp import ClientSession
 from openai import AsyncOpenAI
 
 from backend.agent.instructions import build_instructions
@@ -81,6 +83,31 @@ def select_model(settings: Settings) -> tuple[Model, str]:
     from backend.agent.local_model import LocalModel
 
     return LocalModel(), LOCAL_MODEL_NAME
+
+
+_COMPILED_OUTPUT_SCHEMAS: dict[str, Any] = {}
+_MAX_COMPILED_SCHEMAS = 64
+
+
+def _share_schema_validators(session: ClientSession) -> None:
+    """Reuse compiled output-schema validators across per-request MCP sessions.
+
+    Each new session compiles a tool's output schema on its first result (~20 ms, a fifth
+    of a turn). The cache key is the schema itself, so a changed schema compiles anew.
+    """
+    compile_for_session = session._output_schema_validator
+
+    def cached(name: str, output_schema: dict[str, Any]) -> Any:
+        key = json.dumps(output_schema, sort_keys=True)
+        validator = _COMPILED_OUTPUT_SCHEMAS.get(key)
+        if validator is None:
+            validator = compile_for_session(name, output_schema)
+            if len(_COMPILED_OUTPUT_SCHEMAS) >= _MAX_COMPILED_SCHEMAS:
+                _COMPILED_OUTPUT_SCHEMAS.clear()
+            _COMPILED_OUTPUT_SCHEMAS[key] = validator
+        return validator
+
+    session._output_schema_validator = cached  # type: ignore[method-assign]
 
 
 def _tool_outcome(context: MCPToolCustomDataContext) -> Mapping[str, Any]:
@@ -144,6 +171,8 @@ class AgentRuntime:
             await server.connect()  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise ToolsConnectionError(f"cannot reach the MCP server: {exc}") from exc
+        if server.session is not None:
+            _share_schema_validators(server.session)
         try:
             yield server
         finally:
