@@ -40,3 +40,26 @@ async def test_cors_allows_only_configured_origins_and_exposes_the_request_id(
     assert allowed.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert "x-request-id" in allowed.headers["access-control-expose-headers"].lower()
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_database_down_answers_503_with_a_clear_code(tmp_path: Path) -> None:
+    closed = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
+    app = create_app(make_settings(tmp_path, closed))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            ready = await client.get("/readyz")
+            create = await client.post(
+                "/api/alice/tasks", json={"title": "lost?"}, headers=auth("alice")
+            )
+            chat = await client.post(
+                "/api/alice/chat", json={"message": "hi"}, headers=auth("alice")
+            )
+            health = await client.get("/healthz")
+    assert ready.status_code == 503
+    assert ready.json()["code"] == "database_unavailable"
+    for response in (create, chat):
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "database_unavailable"
+        assert "Traceback" not in response.text
+    assert health.status_code == 200
