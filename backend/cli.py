@@ -92,19 +92,24 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
 
 
 def _start_mcp_process(host: str, port: int) -> subprocess.Popen[bytes]:
+    if _answers(f"http://{host}:{port}/healthz"):
+        sys.exit(f"Port {port} on {host} is already serving; stop that server or pass --mcp-port.")
     command = [sys.executable, "-m", "mcp_server", "--transport", "http"]
     process = subprocess.Popen([*command, "--host", host, "--port", str(port)])
-    deadline = time.monotonic() + MCP_START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"The MCP server exited during start-up (code {process.returncode}).")
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1):
+    try:
+        deadline = time.monotonic() + MCP_START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                sys.exit(f"The MCP server exited during start-up (code {process.returncode}).")
+            if _answers(f"http://{host}:{port}/healthz") and process.poll() is None:
                 return process
-        except OSError:
             time.sleep(0.2)
-    process.terminate()
-    sys.exit(f"The MCP server did not answer on {host}:{port} within {MCP_START_TIMEOUT_SECONDS}s.")
+        sys.exit(
+            f"The MCP server did not answer on {host}:{port} within {MCP_START_TIMEOUT_SECONDS}s."
+        )
+    except BaseException:
+        _stop(process)
+        raise
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -130,12 +135,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     # uvicorn re-raises SIGTERM after its shutdown; turn it into an exception so the
     # MCP process below is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
-    mcp_process = _start_mcp_process(args.host, args.mcp_port)
+    mcp_process = None
     try:
+        mcp_process = _start_mcp_process(args.host, args.mcp_port)
         print(_welcome(settings, args.host, args.port), flush=True)
         _run_api(settings, args.host, args.port)
     finally:
-        _stop(mcp_process)
+        if mcp_process is not None:
+            _stop(mcp_process)
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
@@ -238,7 +245,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
         host, port = _host_port(settings.mcp_url)
         mcp_process = _start_mcp_process(host, port)
     try:
-        asyncio.run(_chat_loop(args, settings))
+        _chat_loop(args, settings)
     except (KeyboardInterrupt, EOFError):
         print()
     finally:
@@ -246,7 +253,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
             _stop(mcp_process)
 
 
-async def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
+def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
     from zoneinfo import ZoneInfo
 
     from backend.agent.runtime import AgentRuntime
@@ -254,27 +261,30 @@ async def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
     from backend.chat.schemas import ChatRequest
 
     zone = ZoneInfo(args.timezone)
-    database = Database(settings.database_url)
-    orchestrator = Orchestrator(database, AgentRuntime.create(settings))
-    conversation_id: int | None = args.conversation
-    print(f"Chatting as {args.user} (model: {orchestrator.runtime.model_name}). Ctrl-D to leave.")
-    try:
-        while True:
-            text = (await asyncio.to_thread(input, "you> ")).strip()
-            if not text:
-                continue
-            try:
-                request = ChatRequest(message=text, conversation_id=conversation_id)
-                result = await orchestrator.run(args.user, request, zone)
-            except (AppError, ValueError) as exc:
-                print(f"[error] {getattr(exc, 'message', exc)}")
-                continue
-            conversation_id = result.conversation_id
-            for call in result.tool_calls:
-                print(f"  · {call.name}({json.dumps(call.arguments, ensure_ascii=False)})")
-            print(f"assistant> {result.response}")
-    finally:
-        await database.dispose()
+    # input() stays on the main thread so Ctrl-C interrupts it; turns run on one loop.
+    with asyncio.Runner() as runner:
+        database = Database(settings.database_url)
+        orchestrator = Orchestrator(database, AgentRuntime.create(settings))
+        conversation_id: int | None = args.conversation
+        model = orchestrator.runtime.model_name
+        print(f"Chatting as {args.user} (model: {model}). Ctrl-D to leave.")
+        try:
+            while True:
+                text = input("you> ").strip()
+                if not text:
+                    continue
+                try:
+                    request = ChatRequest(message=text, conversation_id=conversation_id)
+                    result = runner.run(orchestrator.run(args.user, request, zone))
+                except (AppError, ValueError) as exc:
+                    print(f"[error] {getattr(exc, 'message', exc)}")
+                    continue
+                conversation_id = result.conversation_id
+                for call in result.tool_calls:
+                    print(f"  · {call.name}({json.dumps(call.arguments, ensure_ascii=False)})")
+                print(f"assistant> {result.response}")
+        finally:
+            runner.run(database.dispose())
 
 
 def _answers(url: str) -> bool:

@@ -26,8 +26,10 @@ async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-ReadSession = Annotated[AsyncSession, Depends(_read_session)]
-WriteSession = Annotated[AsyncSession, Depends(_write_session)]
+# scope="function": commit before the response goes out, so a failed commit is a 503
+# rather than a success the client already received.
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT (or a dev token).")
 

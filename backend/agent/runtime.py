@@ -40,14 +40,22 @@ class ToolsConnectionError(Exception):
 
 
 class UniqueIdChatModel(OpenAIChatCompletionsModel):
-    """Chat Completions models report one placeholder id for every item; give each its own."""
+    """Chat Completions models report one placeholder id for every item; give each its own.
+
+    Streamed events get the same ids as the final response, position by position, so a
+    front end (ChatKit) sees one item from "added" to "done".
+    """
 
     @staticmethod
-    def _fix_ids(items: list[Any]) -> None:
-        for item in items:
+    def _new_id(item_type: str) -> str:
+        return f"{'fc' if item_type == 'function_call' else 'msg'}_{uuid.uuid4().hex}"
+
+    @classmethod
+    def _fix_ids(cls, items: list[Any], ids: dict[int, str] | None = None) -> None:
+        for index, item in enumerate(items):
             if getattr(item, "id", None) == FAKE_RESPONSES_ID:
-                prefix = "fc" if item.type == "function_call" else "msg"
-                item.id = f"{prefix}_{uuid.uuid4().hex}"
+                known = ids.get(index) if ids is not None else None
+                item.id = known or cls._new_id(item.type)
 
     async def get_response(self, *args: Any, **kwargs: Any) -> Any:
         response = await super().get_response(*args, **kwargs)
@@ -55,9 +63,16 @@ class UniqueIdChatModel(OpenAIChatCompletionsModel):
         return response
 
     async def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        ids: dict[int, str] = {}  # output_index -> the id given to that item
         async for event in super().stream_response(*args, **kwargs):
+            index = getattr(event, "output_index", None)
+            item = getattr(event, "item", None)
+            if index is not None and item is not None and item.id == FAKE_RESPONSES_ID:
+                item.id = ids.setdefault(index, self._new_id(item.type))
+            if index is not None and getattr(event, "item_id", None) == FAKE_RESPONSES_ID:
+                setattr(event, "item_id", ids.setdefault(index, self._new_id("message")))  # noqa: B010
             if event.type == "response.completed":
-                self._fix_ids(event.response.output)
+                self._fix_ids(event.response.output, ids)
             yield event
 
 

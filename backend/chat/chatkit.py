@@ -36,6 +36,7 @@ from backend.chat import service as chat_service
 from backend.chat.chatkit_store import CHANNEL, ChatKitContext, ConversationStore
 from backend.chat.orchestrator import Orchestrator, TurnFailed, TurnRecorder
 from backend.chat.router import user_zone
+from backend.chat.schemas import ChatResponse
 from backend.deps import CurrentUser
 from backend.errors import AppError, ErrorBody, InvalidInput, NotFound
 from backend.models import new_public_id
@@ -121,7 +122,11 @@ class TodoChatKitServer(ChatKitServer[ChatKitContext]):
             if input_user_message is None:
                 raise CustomStreamError("Nothing to answer here", allow_retry=False)
             start = await self.orchestrator.resume(
-                context.user_id, conversation.id or 0, input_user_message.id, CHANNEL
+                context.user_id,
+                conversation.id or 0,
+                input_user_message.id,
+                CHANNEL,
+                context.replaced_item_ids,
             )
         if not thread.title:
             thread.title = conversation.title  # the server then emits thread.updated
@@ -156,17 +161,26 @@ class TodoChatKitServer(ChatKitServer[ChatKitContext]):
             async for event in stream_agent_response(agent_context, observed):
                 await out.put(ids.apply(event))
 
-        turn = asyncio.create_task(
-            self.orchestrator.complete(context.user_id, start, context.zone, emit, consume)
-        )
+        context.turn_taken = True
+        started = asyncio.Event()
+
+        async def run() -> ChatResponse:
+            started.set()
+            return await self.orchestrator.complete(
+                context.user_id, start, context.zone, emit, consume
+            )
+
+        turn = asyncio.create_task(run())
         turn.add_done_callback(lambda _: out.put_nowait(None))
         try:
             while (event := await out.get()) is not None:
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
-            turn.cancel()  # the turn records the partial reply and releases the lease
+            turn.cancel()  # a started turn records the partial reply and releases the lease
             with suppress(asyncio.CancelledError, Exception):
                 await turn
+            if not started.is_set():
+                await asyncio.shield(self.orchestrator.abandon(start, "cancelled"))
             raise
         try:
             turn.result()
@@ -200,7 +214,9 @@ def _error_chunk(message: str, allow_retry: bool) -> bytes:
     return b"data: " + event.model_dump_json().encode() + b"\n\n"
 
 
-async def _guarded(result: StreamingResult) -> AsyncIterator[bytes]:
+async def _guarded(
+    result: StreamingResult, server: TodoChatKitServer, context: ChatKitContext
+) -> AsyncIterator[bytes]:
     """Failures before the reply starts arrive mid-stream; send them as ChatKit error events."""
     try:
         async for chunk in result:
@@ -209,6 +225,10 @@ async def _guarded(result: StreamingResult) -> AsyncIterator[bytes]:
         yield _error_chunk(exc.message, allow_retry=exc.status_code in (409, 502, 503, 504))
     except (NotFoundError, ValueError) as exc:
         yield _error_chunk(str(exc) or "Not found", allow_retry=False)
+    finally:
+        if context.turn is not None and not context.turn_taken:
+            # The stream ended between storing the message and answering it.
+            await asyncio.shield(server.orchestrator.abandon(context.turn, "cancelled"))
 
 
 @router.post(
@@ -237,5 +257,5 @@ async def chatkit_endpoint(
     except ValidationError as exc:
         raise InvalidInput("Not a valid ChatKit request", code="invalid_chatkit_request") from exc
     if isinstance(result, StreamingResult):
-        return StreamingResponse(_guarded(result), media_type="text/event-stream")
+        return StreamingResponse(_guarded(result, server, context), media_type="text/event-stream")
     return Response(content=result.json, media_type="application/json")

@@ -7,7 +7,7 @@ chat API share one pipeline; the reply is written when the turn finishes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -44,6 +44,10 @@ class ChatKitContext:
     user_id: str
     zone: ZoneInfo
     turn: TurnStart | None = None
+    # Set once respond() has taken over the turn begun when the user message was stored.
+    turn_taken: bool = False
+    # Items a retry replaces; hidden only once the retry holds the conversation's lease.
+    replaced_item_ids: list[str] = field(default_factory=list)
 
 
 def _user_text(item: UserMessageItem) -> str:
@@ -185,9 +189,8 @@ class ConversationStore(Store[ChatKitContext]):
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: ChatKitContext
     ) -> None:
-        conversation = await self._conversation(thread_id, context)
-        async with self.database.session_scope(write=True) as session:
-            await chat_service.hide_message(session, context.user_id, conversation.id or 0, item_id)
+        await self._conversation(thread_id, context)
+        context.replaced_item_ids.append(item_id)
 
     async def save_attachment(self, attachment: Attachment, context: ChatKitContext) -> None:
         raise NotFoundError("Attachments are not supported")

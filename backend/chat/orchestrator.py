@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -196,6 +196,42 @@ def _response(conversation_id: int, reply: str, calls: list[dict[str, Any]]) -> 
 
 
 @dataclass
+class _Outcome:
+    """How the agent part of a turn ended."""
+
+    reply: str | None = None
+    usage: tuple[int, int | None, int | None] = (0, None, None)
+    failure: TurnFailed | None = None
+    cancelled: asyncio.CancelledError | None = None
+    error: str | None = None
+
+    def finish(
+        self, recorder: TurnRecorder, latency_ms: int
+    ) -> tuple[TurnFailed | None, asyncio.CancelledError | None, TurnRecord]:
+        failure = self.failure
+        if self.cancelled is not None:
+            failure = TurnFailed("The turn was cancelled", code="cancelled")
+        reply = self.reply
+        if isinstance(failure, TurnLimitReached):
+            reply = MAX_TURNS_REPLY
+        elif self.cancelled is not None:
+            reply = "".join(recorder.text) or None  # keep what the user already saw
+        record = TurnRecord(
+            status="failed" if failure else "succeeded",
+            reply=reply,
+            reply_item_id=recorder.reply_item_id,
+            tool_calls=recorder.finished_calls(),
+            latency_ms=latency_ms,
+            model_calls=self.usage[0],
+            input_tokens=self.usage[1],
+            output_tokens=self.usage[2],
+            error_code=failure.code if failure else None,
+            error_message=self.error if failure else None,
+        )
+        return failure, self.cancelled, record
+
+
+@dataclass
 class Orchestrator:
     database: Database
     runtime: AgentRuntime
@@ -221,7 +257,12 @@ class Orchestrator:
             )
 
     async def resume(
-        self, user_id: str, conversation_id: int, user_message_item_id: str, channel: str
+        self,
+        user_id: str,
+        conversation_id: int,
+        user_message_item_id: str,
+        channel: str,
+        replaced_item_ids: Sequence[str] = (),
     ) -> TurnStart:
         """A new run for a message already stored (a retry)."""
         async with self.database.session_scope(write=True) as session:
@@ -233,6 +274,7 @@ class Orchestrator:
                 model_name=self.runtime.model_name,
                 lease_seconds=self.runtime.settings.chat_lease_seconds,
                 channel=channel,
+                replaced_item_ids=replaced_item_ids,
             )
 
     async def complete(
@@ -243,59 +285,92 @@ class Orchestrator:
         emit: Emit | None = None,
         consume: Consume | None = None,
     ) -> ChatResponse:
-        """Run the agent on the stored history, then record how it went. Raises TurnFailed."""
+        """Run the agent on the stored history, then record how it went. Raises TurnFailed.
+
+        Whatever happens after `begin` — failure, cancellation, a crash in the recording
+        itself — the run is closed and the lease released (the last by lease expiry only if
+        the process dies).
+        """
         if start.replay is not None:
             return _response(
                 start.replay.conversation_id, start.replay.response, start.replay.tool_calls
             )
-        async with self.database.session_scope() as session:
-            history = await chat_service.recent_messages(
-                session, start.conversation_id, self.runtime.settings.chat_history_messages
-            )
         recorder = TurnRecorder(emit)
         began = time.monotonic()
-        failure: TurnFailed | None = None
-        cancelled: asyncio.CancelledError | None = None
-        reply: str | None = None
-        usage: tuple[int, int | None, int | None] = (0, None, None)
+        heartbeat = asyncio.create_task(self._keep_lease(start))
         try:
-            reply, usage = await self._run_agent(
-                user_id, to_input_items(history), zone, recorder, consume or _observe_all
+            outcome = await self._attempt(user_id, start, zone, recorder, consume or _observe_all)
+        finally:
+            heartbeat.cancel()
+        failure, cancelled, record = outcome.finish(
+            recorder, round((time.monotonic() - began) * 1000)
+        )
+        # Shielded: a client leaving now must not stop the turn from being recorded.
+        kept = await asyncio.shield(self._record(user_id, start, record))
+        if cancelled is not None:
+            raise cancelled
+        if failure is not None:
+            raise failure
+        if not kept:
+            raise TurnFailed(
+                "This turn ran too long and another one took over the conversation",
+                code="turn_superseded",
             )
+        return _response(start.conversation_id, record.reply or "", record.tool_calls)
+
+    async def _attempt(
+        self,
+        user_id: str,
+        start: TurnStart,
+        zone: ZoneInfo,
+        recorder: TurnRecorder,
+        consume: Consume,
+    ) -> _Outcome:
+        try:
+            async with self.database.session_scope() as session:
+                history = await chat_service.recent_messages(
+                    session, start.conversation_id, self.runtime.settings.chat_history_messages
+                )
+            reply, usage = await self._run_agent(
+                user_id, to_input_items(history), zone, recorder, consume
+            )
+            return _Outcome(reply=reply, usage=usage)
         except asyncio.CancelledError as exc:
-            cancelled = exc
-            failure = TurnFailed("The turn was cancelled", code="cancelled")
-            record_error = "cancelled by the client"
+            return _Outcome(cancelled=exc, error="cancelled by the client")
         except Exception as exc:
             failure = _classify(exc)
             logger.warning(
                 "turn failed: run=%s code=%s (%s)", start.run_id, failure.code, type(exc).__name__
             )
-            record_error = f"{type(exc).__name__}: {exc}"
-        calls = recorder.finished_calls()
-        if isinstance(failure, TurnLimitReached):
-            reply = MAX_TURNS_REPLY
-        elif failure is not None and failure.code == "cancelled":
-            reply = "".join(recorder.text) or None  # keep what the user already saw
-        record = TurnRecord(
-            status="failed" if failure else "succeeded",
-            reply=reply,
-            reply_item_id=recorder.reply_item_id,
-            tool_calls=calls,
-            latency_ms=round((time.monotonic() - began) * 1000),
-            model_calls=usage[0],
-            input_tokens=usage[1],
-            output_tokens=usage[2],
-            error_code=failure.code if failure else None,
-            error_message=record_error if failure else None,
-        )
-        async with self.database.session_scope(write=True) as session:
-            await chat_service.finish_turn(session, user_id, start, record)
-        if cancelled is not None:
-            raise cancelled
-        if failure is not None:
-            raise failure
-        return _response(start.conversation_id, reply or "", calls)
+            return _Outcome(failure=failure, error=f"{type(exc).__name__}: {exc}")
+
+    async def _record(self, user_id: str, start: TurnStart, record: TurnRecord) -> bool:
+        try:
+            async with self.database.session_scope(write=True) as session:
+                return await chat_service.finish_turn(session, user_id, start, record)
+        except Exception:
+            logger.exception("could not record run %s; releasing its lease", start.run_id)
+            await self.abandon(start, "record_failed")
+            return True
+
+    async def abandon(self, start: TurnStart, code: str) -> None:
+        """Close a run that will not finish normally and free its conversation."""
+        try:
+            async with self.database.session_scope(write=True) as session:
+                await chat_service.abandon_turn(session, start, code)
+        except Exception:
+            logger.exception("could not abandon run %s; its lease will expire", start.run_id)
+
+    async def _keep_lease(self, start: TurnStart) -> None:
+        """Renew the lease while the agent works, so a long turn is never run twice."""
+        lease_seconds = self.runtime.settings.chat_lease_seconds
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            try:
+                async with self.database.session_scope(write=True) as session:
+                    await chat_service.renew_lease(session, start, lease_seconds)
+            except Exception:
+                logger.warning("could not renew the lease of run %s", start.run_id)
 
     async def _run_agent(
         self,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backend.db import utc_now
-from backend.errors import Conflict, NotFound
+from backend.errors import Conflict, InvalidInput, NotFound
 from backend.models import AgentRun, Conversation, Message
 
 TITLE_CHARS = 60
@@ -166,6 +166,8 @@ async def rename_conversation(
     session: AsyncSession, user_id: str, conversation_id: int, title: str
 ) -> Conversation:
     conversation = await get_conversation(session, user_id, conversation_id)
+    if "\x00" in title or len(title) > 200:
+        raise InvalidInput("A title has at most 200 characters and no NUL", code="invalid_title")
     conversation.title = title_from(title) or conversation.title
     await session.flush()
     return conversation
@@ -344,8 +346,12 @@ async def resume_turn(
     model_name: str,
     lease_seconds: int,
     channel: str,
+    replaced_item_ids: Sequence[str] = (),
 ) -> TurnStart:
-    """Answer an already stored user message again (a retry), under the lease."""
+    """Answer an already stored user message again (a retry), under the lease.
+
+    The messages the new answer replaces are hidden in the same transaction, so a retry
+    refused as busy changes nothing."""
     conversation = await get_conversation(session, user_id, conversation_id)
     statement = visible_messages(conversation_id).where(
         col(Message.item_id) == user_message_item_id, col(Message.role) == "user"
@@ -354,19 +360,18 @@ async def resume_turn(
     if user_message is None:
         raise NotFound("That message is not in this conversation", code="message_not_found")
     lease = await _take_lease(session, user_id, conversation_id, lease_seconds)
+    if replaced_item_ids:
+        await session.execute(
+            update(Message)
+            .where(
+                col(Message.conversation_id) == conversation_id,
+                col(Message.item_id).in_(list(replaced_item_ids)),
+                col(Message.deleted_at).is_(None),
+            )
+            .values(deleted_at=utc_now())  # the logs keep them
+            .execution_options(synchronize_session=False)
+        )
     return await _open_run(session, conversation, user_message, lease, model_name, channel)
-
-
-async def hide_message(
-    session: AsyncSession, user_id: str, conversation_id: int, item_id: str
-) -> None:
-    """Take a message out of the conversation (a retry replaces it); the logs keep it."""
-    await get_conversation(session, user_id, conversation_id)
-    statement = visible_messages(conversation_id).where(col(Message.item_id) == item_id)
-    message = (await session.scalars(statement)).first()
-    if message is not None:
-        message.deleted_at = utc_now()
-        await session.flush()
 
 
 async def record_feedback(
@@ -420,8 +425,15 @@ class TurnRecord:
 
 async def finish_turn(
     session: AsyncSession, user_id: str, start: TurnStart, record: TurnRecord
-) -> Message | None:
-    """Store the reply (or the tool calls that did happen), close the run, release the lease."""
+) -> bool:
+    """Store the reply (or the tool calls that did happen), close the run, release the lease.
+
+    False when the lease was lost (the turn outlived it and another took over): the run is
+    closed as failed and nothing is added to the conversation.
+    """
+    if not await _holds_lease(session, start):
+        await _close_run(session, start.run_id, "failed", error_code="lease_lost")
+        return False
     assistant = None
     if record.reply is not None or record.tool_calls:
         assistant = await add_message(
@@ -446,4 +458,44 @@ async def finish_turn(
         run.output_tokens = record.output_tokens
     await _release(session, start.conversation_id, start.lease_token)
     await session.flush()
-    return assistant
+    return True
+
+
+async def _holds_lease(session: AsyncSession, start: TurnStart) -> bool:
+    result = await session.execute(
+        update(Conversation)
+        .where(
+            col(Conversation.id) == start.conversation_id,
+            col(Conversation.lease_owner) == start.lease_token,
+        )
+        .values(updated_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _close_run(session: AsyncSession, run_id: int, status: str, *, error_code: str) -> None:
+    await session.execute(
+        update(AgentRun)
+        .where(col(AgentRun.id) == run_id, col(AgentRun.status) == "running")
+        .values(status=status, error_code=error_code, finished_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def abandon_turn(session: AsyncSession, start: TurnStart, code: str) -> None:
+    """Fail a still-running run and release its lease, if this turn still holds it."""
+    await _close_run(session, start.run_id, "failed", error_code=code)
+    await _release(session, start.conversation_id, start.lease_token)
+
+
+async def renew_lease(session: AsyncSession, start: TurnStart, lease_seconds: int) -> None:
+    await session.execute(
+        update(Conversation)
+        .where(
+            col(Conversation.id) == start.conversation_id,
+            col(Conversation.lease_owner) == start.lease_token,
+        )
+        .values(lease_expires_at=utc_now() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
