@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import suppress
 from typing import Annotated, Any, cast
 
@@ -216,7 +216,7 @@ def _error_chunk(message: str, allow_retry: bool) -> bytes:
 
 async def _guarded(
     result: StreamingResult, server: TodoChatKitServer, context: ChatKitContext
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Failures before the reply starts arrive mid-stream; send them as ChatKit error events."""
     try:
         async for chunk in result:

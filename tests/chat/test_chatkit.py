@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message
@@ -55,7 +55,7 @@ from backend.models import AgentRun, Conversation, Message, Task
 from tests.chat.conftest import AppFactory, call, chat_settings, echo_model, reply, texts_in
 from tests.conftest import auth
 
-EVENTS: TypeAdapter[ThreadStreamEvent] = TypeAdapter(ThreadStreamEvent)
+EVENTS: TypeAdapter[ThreadStreamEvent] = TypeAdapter(cast(Any, ThreadStreamEvent))
 
 
 def user_input(text: str) -> UserMessageInput:
