@@ -35,7 +35,6 @@ from agents.models import get_default_model
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.tracing import get_trace_provider
 from chatkit.types import (
-    InferenceOptions,
     ThreadAddUserMessageParams,
     ThreadCreatedEvent,
     ThreadCreateParams,
@@ -45,8 +44,6 @@ from chatkit.types import (
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadStreamEvent,
-    UserMessageInput,
-    UserMessageTextContent,
 )
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -64,6 +61,8 @@ from backend.db import Database
 from backend.models import AgentRun, Message, Task
 from tests.chat import conftest as chat_fixtures
 from tests.chat.conftest import AppFactory, free_port
+from tests.chat.test_chatkit import user_input
+from tests.chat.test_streaming_and_concurrency import parse_sse
 from tests.conftest import auth
 
 # The real MCP server and the API client factory, shared with tests/chat.
@@ -322,27 +321,6 @@ async def test_the_compatible_model_gives_every_item_its_own_id_streamed_or_not(
 
 
 # --- whole turns through the API, the MCP server and the database ------------------------------
-
-
-def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.split("\n"):
-            name, _, value = line.partition(":")
-            if name in ("event", "data"):
-                fields[name] = fields.get(name, "") + value.removeprefix(" ")
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields.get("data") or "{}")))
-    return events
-
-
-def user_input(text: str) -> UserMessageInput:
-    return UserMessageInput(
-        content=[UserMessageTextContent(text=text)],
-        attachments=[],
-        inference_options=InferenceOptions(),
-    )
 
 
 async def chatkit_stream(
