@@ -70,6 +70,11 @@ class TurnLimitReached(TurnFailed):
     code = "max_turns_exceeded"
 
 
+class TurnSuperseded(TurnFailed):
+    status_code = 409
+    code = "turn_superseded"
+
+
 def _is_tool_failure(exc: BaseException | None) -> bool:
     """The MCP side broke (as opposed to the model): connection, transport or protocol."""
     while exc is not None:
@@ -312,9 +317,8 @@ class Orchestrator:
         if failure is not None:
             raise failure
         if not kept:
-            raise TurnFailed(
-                "This turn ran too long and another one took over the conversation",
-                code="turn_superseded",
+            raise TurnSuperseded(
+                "This turn ran too long and another one took over the conversation"
             )
         return _response(start.conversation_id, record.reply or "", record.tool_calls)
 
