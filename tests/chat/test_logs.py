@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 from agents.testing import ScriptedModel
@@ -12,6 +15,8 @@ from backend.cli import main
 from backend.config import get_settings
 from tests.chat.conftest import AppFactory, call, reply
 from tests.conftest import auth
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _run_cli(
@@ -124,3 +129,42 @@ async def test_logs_show_of_a_missing_conversation_exits_with_a_message(
 ) -> None:
     with pytest.raises(SystemExit, match="Conversation 999999 not found"):
         await _run_cli(["logs", "show", "999999"], database_url, monkeypatch, capsys)
+
+
+async def test_logs_tail_prints_new_turns_as_they_happen(
+    chat_client: AppFactory, database_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DATA_DIR"))}
+    env |= {"DATABASE_URL": database_url, "DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "logs",
+        "tail",
+        "--user",
+        "carol",
+        "--interval",
+        "0.2",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    try:
+        assert tail.stdout is not None
+        header = await asyncio.wait_for(tail.stdout.readline(), timeout=30)
+        assert b"status" in header
+        async with chat_client(ScriptedModel([reply("Hi Carol.")])) as client:
+            response = await client.post(
+                "/api/carol/chat", json={"message": "hello"}, headers=auth("carol")
+            )
+            assert response.status_code == 200
+        lines = [await asyncio.wait_for(tail.stdout.readline(), timeout=30)]
+        while b"succeeded" not in lines[-1] and len(lines) < 3:
+            lines.append(await asyncio.wait_for(tail.stdout.readline(), timeout=30))
+    finally:
+        tail.terminate()
+        await tail.wait()
+    # The turn shows up (while it runs, if a poll catches it) and again when it ends.
+    assert all(b"carol" in line for line in lines)
+    assert b"succeeded" in lines[-1]
