@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -198,12 +198,7 @@ async def _take_lease(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConversationBusy("Another turn is running in this conversation; retry shortly")
     # Whatever was still "running" here lost its lease: its process is gone.
-    await session.execute(
-        update(AgentRun)
-        .where(col(AgentRun.conversation_id) == conversation_id, col(AgentRun.status) == "running")
-        .values(status="failed", error_code="abandoned", finished_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await _fail_running(session, col(AgentRun.conversation_id) == conversation_id, "abandoned")
     return token
 
 
@@ -241,17 +236,16 @@ async def add_message(
     return message
 
 
-async def _replay_or_resume(
-    session: AsyncSession, user_id: str, existing: Message
-) -> tuple[Message, ChatReplay | None]:
-    runs = select(AgentRun).where(col(AgentRun.user_message_id) == existing.id)
+async def _stored_reply(session: AsyncSession, user_message: Message) -> ChatReplay | None:
+    """The answer of the message's last run, if that run succeeded."""
+    runs = select(AgentRun).where(col(AgentRun.user_message_id) == user_message.id)
     last_run = (await session.scalars(runs.order_by(col(AgentRun.id).desc()))).first()
-    if last_run is not None and last_run.status == "succeeded" and last_run.assistant_message_id:
-        reply = await session.get(Message, last_run.assistant_message_id)
-        if reply is not None:
-            replay = ChatReplay(existing.conversation_id, reply.content, reply.tool_calls or [])
-            return existing, replay
-    return existing, None
+    if last_run is None or last_run.status != "succeeded" or not last_run.assistant_message_id:
+        return None
+    reply = await session.get(Message, last_run.assistant_message_id)
+    if reply is None:
+        return None
+    return ChatReplay(user_message.conversation_id, reply.content, reply.tool_calls or [])
 
 
 async def begin_turn(
@@ -277,7 +271,8 @@ async def begin_turn(
         if conversation_id is not None and conversation_id != existing.conversation_id:
             raise Conflict("client_message_id was already used in another conversation")
         conversation = await get_conversation(session, user_id, existing.conversation_id)
-        user_message, replay = await _replay_or_resume(session, user_id, existing)
+        user_message = existing
+        replay = await _stored_reply(session, existing)
         if replay is not None:
             return TurnStart(conversation.id or 0, user_message.id or 0, 0, "", replay)
         try:
@@ -432,7 +427,7 @@ async def finish_turn(
     closed as failed and nothing is added to the conversation.
     """
     if not await _holds_lease(session, start):
-        await _close_run(session, start.run_id, "failed", error_code="lease_lost")
+        await _fail_running(session, col(AgentRun.id) == start.run_id, "lease_lost")
         return False
     assistant = None
     if record.reply is not None or record.tool_calls:
@@ -474,18 +469,19 @@ async def _holds_lease(session: AsyncSession, start: TurnStart) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def _close_run(session: AsyncSession, run_id: int, status: str, *, error_code: str) -> None:
+async def _fail_running(session: AsyncSession, which: ColumnElement[bool], error_code: str) -> None:
+    """Mark the matching runs that are still running as failed."""
     await session.execute(
         update(AgentRun)
-        .where(col(AgentRun.id) == run_id, col(AgentRun.status) == "running")
-        .values(status=status, error_code=error_code, finished_at=utc_now())
+        .where(which, col(AgentRun.status) == "running")
+        .values(status="failed", error_code=error_code, finished_at=utc_now())
         .execution_options(synchronize_session=False)
     )
 
 
 async def abandon_turn(session: AsyncSession, start: TurnStart, code: str) -> None:
     """Fail a still-running run and release its lease, if this turn still holds it."""
-    await _close_run(session, start.run_id, "failed", error_code=code)
+    await _fail_running(session, col(AgentRun.id) == start.run_id, code)
     await _release(session, start.conversation_id, start.lease_token)
 
 
