@@ -22,10 +22,6 @@ from sqlalchemy.types import TypeDecorator
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware datetime stored as UTC; SQLite gets it back aware too."""
 

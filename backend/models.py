@@ -18,7 +18,8 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, Relationship, SQLModel
 
-from backend.db import UTCDateTime, utc_now
+from backend.clock import utc_now
+from backend.db import UTCDateTime
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

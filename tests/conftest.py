@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from sqlmodel import SQLModel
 
 import backend.models  # noqa: F401  (registers the tables)
 from backend.cli import migrate
+from backend.clock import Clock
+from backend.clock import clock as the_clock
 from backend.config import Settings
 from backend.db import Database
 from backend.main import create_app
@@ -35,6 +37,19 @@ async def _reset_postgres(url: str) -> None:
             await connection.execute(text("CREATE SCHEMA public"))
     finally:
         await database.dispose()
+
+
+@pytest.fixture(autouse=True)
+def clock() -> Iterator[Clock]:
+    """The one clock every "now" in the product reads; freeze or advance it in a test.
+
+    Reset after every test, so no test leaks its time into the next.
+    """
+    the_clock.reset()
+    try:
+        yield the_clock
+    finally:
+        the_clock.reset()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -69,6 +69,7 @@ def mint_mcp_token(
     client_id: str = "todo-assistant-api",
 ) -> str:
     ttl = min(ttl_seconds or config.ttl_seconds, MAX_TTL_SECONDS)
+    # Wall-clock time, not the domain clock: PyJWT checks exp/iat against the system clock.
     now = int(time.time())
     claims = {
         "iss": config.issuer,

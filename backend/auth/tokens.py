@@ -41,6 +41,7 @@ def shared_secret_config(settings: Settings) -> SharedSecretConfig | None:
 
 def mint_user_token(config: SharedSecretConfig, user_id: str, ttl_seconds: int = 3600) -> str:
     """A user token signed with the shared secret (for dev mode and scripts)."""
+    # Wall-clock time, not the domain clock: PyJWT checks exp/iat against the system clock.
     now = int(time.time())
     claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
     if config.issuer:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from backend.db import utc_now
+from backend.clock import utc_now
 from backend.errors import InvalidInput, NotFound
 from backend.models import AgentRun, Conversation, Message
 

@@ -35,7 +35,8 @@ from backend.chat import service as chat_service
 from backend.chat.history import to_input_items
 from backend.chat.schemas import ChatRequest, ChatResponse, ToolCall
 from backend.chat.service import TurnRecord, TurnStart
-from backend.db import Database, utc_now
+from backend.clock import utc_now
+from backend.db import Database
 from backend.errors import AppError
 
 logger = logging.getLogger(__name__)

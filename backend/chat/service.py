@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from backend.db import utc_now
+from backend.clock import utc_now
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.models import AgentRun, Conversation, Message
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 from sqlmodel import col
 
-from backend.db import utc_now
+from backend.clock import utc_now
 from backend.errors import NotFound
 from backend.models import Task, TaskTag
 from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate

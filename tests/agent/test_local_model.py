@@ -40,6 +40,7 @@ from backend.agent.instructions import build_instructions
 from backend.agent.local.history import as_dict, parse_output, read_conversation
 from backend.agent.local_model import LocalModel
 from backend.auth.mcp_tokens import mcp_token_config, mint_mcp_token
+from backend.clock import Clock
 from backend.config import Settings
 from backend.db import Database
 from backend.models import Task
@@ -401,7 +402,10 @@ async def mcp_driver(settings: Settings, database: Database) -> AsyncIterator[Mc
         yield McpDriver(settings, database, tools, bearer)
 
 
-async def test_utterance_table(tmp_path: Path, database_url: str, database: Database) -> None:
+async def test_utterance_table(
+    tmp_path: Path, database_url: str, database: Database, clock: Clock
+) -> None:
+    clock.freeze(NOW)  # the table's dates assume NOW, for the model and the task service alike
     settings = make_settings(tmp_path, database_url)
     failures: dict[str, list[str]] = {}
     started = time.monotonic()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 
 import httpx
-import pytest
 
 from backend.agent.local_model import LocalModel
+from backend.clock import Clock
 from backend.db import Database
 from tests.agent.test_local_model import McpDriver
 from tests.agent.utterances import CASES, NOW, SeenCall, TurnOutcome, run_case
@@ -47,13 +46,11 @@ class ChatDriver(McpDriver):
 
 
 async def test_utterance_table_through_the_chat_pipeline(
-    chat_client: AppFactory, database: Database, monkeypatch: pytest.MonkeyPatch
+    chat_client: AppFactory, database: Database, clock: Clock
 ) -> None:
-    # The table's dates assume NOW; the pipeline reads the clock once per turn.
-    def frozen_now() -> datetime:
-        return NOW
-
-    monkeypatch.setattr("backend.chat.orchestrator.utc_now", frozen_now)
+    # The table's dates assume NOW: the model, the task service and the MCP tools all
+    # read the one clock.
+    clock.freeze(NOW)
     failures: dict[str, list[str]] = {}
     async with chat_client(LocalModel()) as client:
         driver = ChatDriver(client, database)

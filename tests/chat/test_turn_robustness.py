@@ -28,7 +28,8 @@ from backend.chat import service as chat_service
 from backend.chat.chatkit import _guarded
 from backend.chat.chatkit_store import ChatKitContext
 from backend.chat.service import TurnRecord
-from backend.db import Database, utc_now
+from backend.clock import utc_now
+from backend.db import Database
 from backend.main import create_app
 from backend.models import AgentRun, Conversation, Message
 from tests.chat.conftest import AppFactory, chat_settings, echo_model, reply

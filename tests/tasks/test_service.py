@@ -12,7 +12,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from backend.db import Database, utc_now
+from backend.clock import utc_now
+from backend.db import Database
 from backend.models import Priority, Task, TaskTag
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dateparser
 
 from backend.agent.instructions import CURRENT_TIME_PREFIX, TIME_ZONE_PREFIX
+from backend.clock import utc_now
 
 # Date-only due times are stored at the end of that day; replies show them without a time.
 END_OF_DAY = time(23, 59)
@@ -79,7 +80,7 @@ class Clock:
     @classmethod
     def from_instructions(cls, instructions: str | None) -> Clock:
         zone = _zone_from(instructions or "")
-        now = _now_from(instructions or "") or datetime.now(UTC)
+        now = _now_from(instructions or "") or utc_now()
         return cls(now=now.astimezone(zone), zone=zone)
 
     def at(self, day: date, clock: time = time(0)) -> datetime:
