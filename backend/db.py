@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +21,22 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_SECONDS = 30
+POOL_TIMEOUT_SECONDS = 10
+
+# PostgreSQL states that mean "the server cannot serve you right now", not "your query is
+# wrong". asyncpg raises them as plain PostgresError subclasses, which SQLAlchemy wraps in a
+# bare DBAPIError, so the class alone does not tell; the SQLSTATE does.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: the backend was terminated
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: starting up or shutting down
+        "53300",  # too_many_connections
+    }
+)
+CONNECTION_SQLSTATE_CLASS = "08"  # connection_exception and its subclasses
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -41,6 +58,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc`, or anything it was raised from or while handling, means the database is
+    unreachable or turning connections away (retry later), not a bug or bad input.
+
+    Ask it about database work only: an HTTP client's connect error also chains to an OSError.
+    """
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        link = pending.pop()
+        if not isinstance(link, BaseException) or id(link) in seen:
+            continue
+        seen.add(id(link))
+        if _is_unavailable_here(link):
+            return True
+        # `orig` is the driver's exception inside a SQLAlchemy one (usually also its cause).
+        pending += [link.__cause__, link.__context__, getattr(link, "orig", None)]
+    return False
+
+
+def _is_unavailable_here(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | OSError):
+        return True  # OSError covers ConnectionError, TimeoutError and DNS failures
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # asyncpg errors and SQLAlchemy's adapted copies carry `sqlstate`; psycopg's `pgcode`.
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return isinstance(state, str) and (
+        state in TRANSIENT_SQLSTATES or state.startswith(CONNECTION_SQLSTATE_CLASS)
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -70,7 +119,19 @@ def create_engine(database_url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # Bounded waits: a partitioned network must end as "database unavailable" in seconds,
+    # not hang a request (asyncpg has no statement timeout by default).
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "command_timeout": STATEMENT_TIMEOUT_SECONDS,
+        },
+    )
 
 
 class Database:

@@ -11,10 +11,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.db import is_database_unavailable
 from backend.errors import AppError, ErrorBody
 
 logger = logging.getLogger("backend.http")
@@ -182,7 +183,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
 
 
+# Every class a database outage arrives as; is_database_unavailable decides per exception.
+# DBAPIError covers OperationalError/InterfaceError; OSError covers ConnectionError/TimeoutError.
+_DATABASE_ERROR_TYPES = (DBAPIError, OSError)
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        raise exc  # a bug, not an outage: RequestIdMiddleware logs it and answers 500
     logger.error(
         "database error on %s %s: %s", request.method, request.url.path, type(exc).__name__
     )
@@ -195,8 +203,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for unavailable in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
-        app.add_exception_handler(unavailable, _database_error)
+    for error_type in _DATABASE_ERROR_TYPES:
+        app.add_exception_handler(error_type, _database_error)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -14,26 +14,32 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from backend.auth.mcp_tokens import (
-    ALL_SCOPES,
-    READ_SCOPE,
-    WRITE_SCOPE,
-    WRITE_TOOLS,
-    mcp_token_config,
-)
+from backend.agent.tools import TOOLS, WRITE_TOOLS
+from backend.auth.mcp_tokens import ALL_SCOPES, READ_SCOPE, mcp_token_config
 from backend.config import Settings
-from backend.db import Database
+from backend.db import Database, is_database_unavailable
 from backend.errors import AppError
 from backend.tasks import service
-from backend.tasks.schemas import MAX_PAGE, TaskCreate, TaskQuery, TaskUpdate
+from backend.tasks.schemas import (
+    MAX_DESCRIPTION,
+    MAX_OFFSET,
+    MAX_PAGE,
+    MAX_RECURRENCE,
+    MAX_SEARCH,
+    MAX_TAG,
+    MAX_TAGS,
+    MAX_TASK_ID,
+    MAX_TITLE,
+    TaskCreate,
+    TaskQuery,
+    TaskUpdate,
+)
 from mcp_server.auth import McpTokenVerifier, WriteScopeGate
 from mcp_server.schemas import TaskChanged, TaskCreated, TaskList, TaskView
 
@@ -44,28 +50,39 @@ Deletes are soft: restore_task undoes one."""
 
 logger = logging.getLogger(__name__)
 
-# As the REST API's 503 handler: the database (or the connection to it) is down.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+# The code leads, as in the REST answer, so a model or a log reader tells an outage from a bug.
+DATABASE_UNAVAILABLE_ERROR = (
+    "database_unavailable: The task database is unavailable; try again shortly"
+)
 T = TypeVar("T")
 UserResolver = Callable[[], str]
 
 TaskIdArg = Annotated[
-    int, Field(description="The task's id, as shown by list_tasks.", ge=1, le=2**31 - 1)
+    int, Field(description="The task's id, as shown by list_tasks.", ge=1, le=MAX_TASK_ID)
 ]
 TitleArg = Annotated[
-    str, Field(description="Short title, 1-200 characters.", min_length=1, max_length=200)
+    str,
+    Field(
+        description=f"Short title, 1-{MAX_TITLE} characters.", min_length=1, max_length=MAX_TITLE
+    ),
 ]
 DescriptionArg = Annotated[
-    str | None, Field(description="Optional longer notes, up to 2000 characters.", max_length=2000)
+    str | None,
+    Field(
+        description=f"Optional longer notes, up to {MAX_DESCRIPTION} characters.",
+        max_length=MAX_DESCRIPTION,
+    ),
 ]
+TagArg = Annotated[str, Field(max_length=MAX_TAG)]
 PriorityArg = Annotated[
     Literal["low", "medium", "high", "urgent"] | None,
     Field(description="How important the task is."),
 ]
 TagsArg = Annotated[
-    list[Annotated[str, Field(max_length=32)]] | None,
+    list[TagArg] | None,
     Field(
-        description="Up to 10 short labels such as 'work' or 'home' (lowercased).", max_length=10
+        description=f"Up to {MAX_TAGS} short labels such as 'work' or 'home' (lowercased).",
+        max_length=MAX_TAGS,
     ),
 ]
 DueArg = Annotated[
@@ -81,22 +98,9 @@ RecurrenceArg = Annotated[
     Field(
         description="Repeat rule: daily, weekly, monthly, or an RFC 5545 RRULE such as "
         "FREQ=WEEKLY;BYDAY=MO. Use 'none' to stop repeating.",
-        max_length=500,
+        max_length=MAX_RECURRENCE,
     ),
 ]
-
-READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-
-
-def _annotations(*, destructive: bool, idempotent: bool) -> ToolAnnotations:
-    return ToolAnnotations(
-        read_only_hint=False,
-        destructive_hint=destructive,
-        idempotent_hint=idempotent,
-        open_world_hint=False,
-    )
 
 
 def _strict(tool: Tool) -> Tool:
@@ -143,19 +147,24 @@ class TaskTools:
         self.database = database
         self.resolve_user = resolve_user
 
-    async def _run(self, scope: str, action: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
-        _require_scope(scope)
+    async def _run(self, tool: str, action: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+        """Run `action` for the caller in one transaction, with the scope the table gives `tool`."""
+        spec = TOOLS[tool]
+        _require_scope(spec.scope)
         user_id = self.resolve_user()
         try:
-            async with self.database.session_scope(write=scope == WRITE_SCOPE) as session:
+            async with self.database.session_scope(write=spec.changes_tasks) as session:
                 return await action(session, user_id)
         except AppError as exc:
             raise ToolError(exc.message) from exc
         except ValidationError as exc:
             raise ToolError(_validation_message(exc)) from exc
-        except DATABASE_UNAVAILABLE as exc:
-            logger.error("database error in an MCP tool: %s", type(exc).__name__)
-            raise ToolError("The task database is unavailable; try again shortly") from exc
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            # One line, no traceback: an outage is expected and the SDK would log the rest.
+            logger.error("database unavailable in MCP tool %s: %s", tool, type(exc).__name__)
+            raise ToolError(DATABASE_UNAVAILABLE_ERROR) from exc
 
     async def add_task(
         self,
@@ -187,7 +196,7 @@ class TaskTools:
             view = TaskView.of(task)
             return TaskCreated(task_id=view.id, **view.model_dump())
 
-        return await self._run(WRITE_SCOPE, create)
+        return await self._run("add_task", create)
 
     async def list_tasks(
         self,
@@ -197,14 +206,14 @@ class TaskTools:
         ] = "all",
         priority: PriorityArg = None,
         tags: Annotated[
-            list[Annotated[str, Field(max_length=32)]] | None,
-            Field(description="Only tasks carrying every one of these tags.", max_length=10),
+            list[TagArg] | None,
+            Field(description="Only tasks carrying every one of these tags.", max_length=MAX_TAGS),
         ] = None,
         search: Annotated[
             str | None,
             Field(
                 description="Words to find in the title or description (case-insensitive).",
-                max_length=200,
+                max_length=MAX_SEARCH,
             ),
         ] = None,
         due_before: Annotated[
@@ -224,8 +233,12 @@ class TaskTools:
             Literal["asc", "desc"] | None,
             Field(description="Default: newest first for dates created/updated, else ascending."),
         ] = None,
-        limit: Annotated[int, Field(description="Page size, 1-100.", ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Field(description="Tasks to skip, for paging.", ge=0)] = 0,
+        limit: Annotated[
+            int, Field(description=f"Page size, 1-{MAX_PAGE}.", ge=1, le=MAX_PAGE)
+        ] = 50,
+        offset: Annotated[
+            int, Field(description="Tasks to skip, for paging.", ge=0, le=MAX_OFFSET)
+        ] = 0,
     ) -> TaskList:
         """List the user's tasks, optionally filtered, sorted and paged.
 
@@ -250,7 +263,7 @@ class TaskTools:
             result = await service.list_tasks(session, user_id, query)
             return TaskList(tasks=[TaskView.of(t) for t in result.items], total=result.total)
 
-        return await self._run(READ_SCOPE, run_list)
+        return await self._run("list_tasks", run_list)
 
     async def get_task(self, task_id: TaskIdArg) -> TaskView:
         """Get one task by id, with all its details."""
@@ -258,7 +271,7 @@ class TaskTools:
         async def get(session: AsyncSession, user_id: str) -> TaskView:
             return TaskView.of(await service.get_task(session, user_id, task_id))
 
-        return await self._run(READ_SCOPE, get)
+        return await self._run("get_task", get)
 
     async def complete_task(self, task_id: TaskIdArg) -> TaskChanged:
         """Mark a task as done. Completing a task that is already done changes nothing."""
@@ -267,7 +280,7 @@ class TaskTools:
             task = await service.set_completion(session, user_id, task_id, True)
             return TaskChanged(task_id=task_id, status="completed", title=task.title)
 
-        return await self._run(WRITE_SCOPE, complete)
+        return await self._run("complete_task", complete)
 
     async def reopen_task(self, task_id: TaskIdArg) -> TaskChanged:
         """Mark a done task as not done (pending) again."""
@@ -276,25 +289,31 @@ class TaskTools:
             task = await service.set_completion(session, user_id, task_id, False)
             return TaskChanged(task_id=task_id, status="pending", title=task.title)
 
-        return await self._run(WRITE_SCOPE, reopen)
+        return await self._run("reopen_task", reopen)
 
     async def update_task(
         self,
         task_id: TaskIdArg,
         title: Annotated[
             str | None,
-            Field(description="New title, 1-200 characters.", min_length=1, max_length=200),
+            Field(
+                description=f"New title, 1-{MAX_TITLE} characters.",
+                min_length=1,
+                max_length=MAX_TITLE,
+            ),
         ] = None,
         description: Annotated[
             str | None,
-            Field(description="New notes; an empty string clears them.", max_length=2000),
+            Field(
+                description="New notes; an empty string clears them.", max_length=MAX_DESCRIPTION
+            ),
         ] = None,
         priority: PriorityArg = None,
         tags: Annotated[
-            list[Annotated[str, Field(max_length=32)]] | None,
+            list[TagArg] | None,
             Field(
                 description="The full new tag list (replaces the old one); [] clears.",
-                max_length=10,
+                max_length=MAX_TAGS,
             ),
         ] = None,
         due_at: DueArg = None,
@@ -325,7 +344,7 @@ class TaskTools:
             )
             return TaskChanged(task_id=task_id, status="updated", title=task.title)
 
-        return await self._run(WRITE_SCOPE, update)
+        return await self._run("update_task", update)
 
     async def delete_task(self, task_id: TaskIdArg) -> TaskChanged:
         """Delete a task. It can be brought back with restore_task."""
@@ -334,7 +353,7 @@ class TaskTools:
             task = await service.delete_task(session, user_id, task_id)
             return TaskChanged(task_id=task_id, status="deleted", title=task.title)
 
-        return await self._run(WRITE_SCOPE, delete)
+        return await self._run("delete_task", delete)
 
     async def restore_task(self, task_id: TaskIdArg) -> TaskChanged:
         """Bring back a deleted task (undo delete_task)."""
@@ -343,20 +362,14 @@ class TaskTools:
             task = await service.restore_task(session, user_id, task_id)
             return TaskChanged(task_id=task_id, status="restored", title=task.title)
 
-        return await self._run(WRITE_SCOPE, restore)
+        return await self._run("restore_task", restore)
 
     def as_tools(self) -> list[Tool]:
-        specs: list[tuple[Callable[..., Any], ToolAnnotations]] = [
-            (self.add_task, _annotations(destructive=False, idempotent=False)),
-            (self.list_tasks, READ_ONLY),
-            (self.get_task, READ_ONLY),
-            (self.complete_task, _annotations(destructive=False, idempotent=True)),
-            (self.reopen_task, _annotations(destructive=False, idempotent=True)),
-            (self.update_task, _annotations(destructive=True, idempotent=True)),
-            (self.delete_task, _annotations(destructive=True, idempotent=True)),
-            (self.restore_task, _annotations(destructive=False, idempotent=True)),
+        """One tool per row of the table: the method of the same name, the row's hints."""
+        return [
+            _strict(Tool.from_function(getattr(self, name), annotations=spec.annotations()))
+            for name, spec in TOOLS.items()
         ]
-        return [_strict(Tool.from_function(fn, annotations=notes)) for fn, notes in specs]
 
 
 def _quietly(build: Callable[[], MCPServer]) -> MCPServer:

@@ -17,10 +17,6 @@ from backend.config import Settings, read_or_create_secret
 READ_SCOPE = "tasks:read"
 WRITE_SCOPE = "tasks:write"
 ALL_SCOPES = (READ_SCOPE, WRITE_SCOPE)
-# The MCP tools that change tasks: they need WRITE_SCOPE; the rest need READ_SCOPE.
-WRITE_TOOLS = frozenset(
-    {"add_task", "update_task", "complete_task", "reopen_task", "delete_task", "restore_task"}
-)
 MAX_TTL_SECONDS = 600
 LEEWAY_SECONDS = 5
 DEV_MCP_SECRET_FILE = "dev-mcp-secret"

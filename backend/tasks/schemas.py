@@ -18,12 +18,16 @@ from pydantic import (
 
 from backend.models import Priority
 
+# The one home of the task input limits: REST schemas and MCP tool arguments both use them.
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
 MAX_TAGS = 10
 MAX_TAG = 32
 MAX_RECURRENCE = 500
+MAX_SEARCH = 200
 MAX_PAGE = 100
+MAX_OFFSET = 1_000_000
+MAX_TASK_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 SIMPLE_RECURRENCES = ("daily", "weekly", "monthly")
 
 
@@ -82,7 +86,7 @@ Title = Annotated[
     AfterValidator(_no_nul),
 ]
 SearchText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE), AfterValidator(_no_nul)
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_SEARCH), AfterValidator(_no_nul)
 ]
 Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION), AfterValidator(_no_nul)]
 Tags = Annotated[list[str], Field(max_length=MAX_TAGS), AfterValidator(_normalise_tags)]
@@ -165,7 +169,7 @@ class TaskQuery(_Input):
         default=None, description="Default: desc for created_at/updated_at, asc otherwise."
     )
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
-    offset: int = Field(default=0, ge=0, le=1_000_000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class TaskPublic(BaseModel):

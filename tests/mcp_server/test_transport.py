@@ -323,13 +323,23 @@ def _unreachable_database_url(database_url: str, tmp_path: Path) -> str:
 
 
 async def test_an_unreachable_database_is_a_tool_error_a_model_can_act_on(
-    tmp_path: Path, database_url: str, subtests: pytest.Subtests
+    tmp_path: Path,
+    database_url: str,
+    subtests: pytest.Subtests,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(tmp_path, _unreachable_database_url(database_url, tmp_path))
     token = mint_mcp_token(mcp_token_config(settings), "alice")
     app = create_http_app(settings)
+    caplog.set_level(logging.INFO)
     async with LifespanManager(app), open_session(app, token) as alice:
         for tool, arguments in (("list_tasks", {}), ("add_task", {"title": "Buy milk"})):
             with subtests.test(tool):
                 message = await alice.fail(tool, **arguments)
-                assert "database is unavailable" in message
+                # The SDK puts its own prefix before the tool's message; the code leads ours.
+                ours = message.removeprefix(f"Error executing tool {tool}: ")
+                assert ours.startswith("database_unavailable: "), message
+                assert "database is unavailable" in ours
+    outages = [r for r in caplog.records if "database unavailable in MCP tool" in r.getMessage()]
+    assert len(outages) == 2
+    assert all(record.exc_info is None for record in caplog.records)  # no tracebacks logged

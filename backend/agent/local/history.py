@@ -8,9 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-WRITE_TOOLS = frozenset(
-    {"add_task", "update_task", "complete_task", "reopen_task", "delete_task", "restore_task"}
-)
+from backend.agent.tools import WRITE_TOOLS
+
 _GENERIC_FAILURE = "An error occurred while running the tool"
 
 
