@@ -257,16 +257,16 @@ def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
     from zoneinfo import ZoneInfo
 
     from backend.agent.runtime import AgentRuntime
-    from backend.chat.orchestrator import Orchestrator
     from backend.chat.schemas import ChatRequest
+    from backend.chat.turns import TurnRunner
 
     zone = ZoneInfo(args.timezone)
     # input() stays on the main thread so Ctrl-C interrupts it; turns run on one loop.
     with asyncio.Runner() as runner:
         database = Database(settings.database_url)
-        orchestrator = Orchestrator(database, AgentRuntime.create(settings))
+        turns = TurnRunner(database, AgentRuntime.create(settings))
         conversation_id: int | None = args.conversation
-        model = orchestrator.runtime.model_name
+        model = turns.runtime.model_name
         print(f"Chatting as {args.user} (model: {model}). Ctrl-D to leave.")
         try:
             while True:
@@ -275,7 +275,7 @@ def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
                     continue
                 try:
                     request = ChatRequest(message=text, conversation_id=conversation_id)
-                    result = runner.run(orchestrator.run(args.user, request, zone))
+                    result = runner.run(turns.chat(args.user, request, zone))
                 except (AppError, ValueError) as exc:
                     print(f"[error] {getattr(exc, 'message', exc)}")
                     continue

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     agent_tracing: Literal["off", "openai"] = "off"
     chat_history_messages: int = Field(default=40, ge=2, le=500)
     chat_lease_seconds: int = Field(default=300, ge=10)
+    # Limits on agency per turn, whatever the model asks for.
+    chat_max_tool_calls: int = Field(default=20, ge=1, le=200)
+    chat_max_destructive_calls: int = Field(default=5, ge=0, le=100)
     mcp_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Limits.

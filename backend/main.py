@@ -18,8 +18,8 @@ from backend.auth.jwks import JWKSCache
 from backend.auth.tokens import UserTokenVerifier, shared_secret_config
 from backend.chat.chatkit import TodoChatKitServer
 from backend.chat.chatkit import router as chatkit_router
-from backend.chat.orchestrator import Orchestrator
 from backend.chat.router import router as chat_router
+from backend.chat.turns import TurnRunner, wait_for_running_turns
 from backend.config import Settings, get_settings
 from backend.db import Database
 from backend.errors import ErrorBody, ServiceUnavailable
@@ -27,6 +27,8 @@ from backend.tasks.router import router as tasks_router
 from backend.web import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
 
 logger = logging.getLogger("backend")
+# How long shutdown waits for turns in flight to finish and record.
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 class Health(BaseModel):
@@ -72,8 +74,11 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 settings, jwks, None if jwks else shared_secret_config(settings)
             )
             runtime = AgentRuntime.create(settings, model)
-            app.state.orchestrator = Orchestrator(database, runtime)
-            app.state.chatkit = TodoChatKitServer(app.state.orchestrator)
+            app.state.turns = TurnRunner(database, runtime)
+            app.state.chatkit = TodoChatKitServer(app.state.turns)
+            await app.state.turns.close_stale_runs()
+            # Turns still answering get a moment to record before the database closes.
+            stack.push_async_callback(wait_for_running_turns, SHUTDOWN_GRACE_SECONDS)
             logger.info(
                 "API ready: auth=%s database=%s model=%s mcp=%s",
                 _auth_mode(settings),
@@ -126,7 +131,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             status="ok",
             database=database.engine.url.get_backend_name(),
             auth_mode=_auth_mode(settings),
-            model=app.state.orchestrator.runtime.model_name,
+            model=app.state.turns.runtime.model_name,
         )
 
     return app

@@ -165,4 +165,7 @@ class AgentRun(SQLModel, table=True):
     input_tokens: int | None = None
     output_tokens: int | None = None
     feedback: str | None = Field(default=None, max_length=16)
+    # The task-changing tool calls finished so far, written as they finish: if the process
+    # dies mid-turn, whoever closes the run stores them, so a retry never repeats them.
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
     feedback_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

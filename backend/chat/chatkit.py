@@ -5,24 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import suppress
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
-from agents import RunResultStreaming
+from agents import RunResultStreaming, StreamEvent
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, StreamingResult
 from chatkit.store import NotFoundError
 from chatkit.types import (
-    AssistantMessageItem,
     ClientEffectEvent,
     ErrorEvent,
     FeedbackKind,
     ProgressUpdateEvent,
     ThreadItem,
-    ThreadItemAddedEvent,
-    ThreadItemDoneEvent,
-    ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
@@ -31,84 +26,108 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from backend.auth.mcp_tokens import WRITE_TOOLS
+from backend.agent.tools import progress_text
 from backend.chat import service as chat_service
 from backend.chat.chatkit_store import CHANNEL, ChatKitContext, ConversationStore
-from backend.chat.orchestrator import Orchestrator, TurnFailed, TurnRecorder
+from backend.chat.recorder import AgentStreamEvent, ToolCallFinished, ToolCallStarted, TurnError
 from backend.chat.router import user_zone
-from backend.chat.schemas import ChatResponse
+from backend.chat.turns import Turn, TurnRunner
+from backend.db import is_database_unavailable
 from backend.deps import CurrentUser
 from backend.errors import AppError, ErrorBody, InvalidInput, NotFound
-from backend.models import new_public_id
 from backend.web import ERROR_RESPONSES
 
 logger = logging.getLogger(__name__)
 
-PROGRESS = {
-    "add_task": "Adding '{title}'…",
-    "list_tasks": "Looking through your tasks…",
-    "get_task": "Opening task {task_id}…",
-    "complete_task": "Completing task {task_id}…",
-    "reopen_task": "Reopening task {task_id}…",
-    "update_task": "Updating task {task_id}…",
-    "delete_task": "Deleting task {task_id}…",
-    "restore_task": "Restoring task {task_id}…",
-}
+
+DATABASE_UNAVAILABLE = "The database is unavailable right now; your message is kept, retry shortly"
 
 
-def progress_text(name: str, arguments: dict[str, Any]) -> str:
-    template = PROGRESS.get(name, "Working…")
-    try:
-        return template.format(**arguments)
-    except (KeyError, IndexError, ValueError):
-        return template.split(" '")[0].split(" {")[0] + "…"
+class _RunEvents:
+    """A turn's Agents SDK events, offered to ChatKit's converter as a run result would.
 
+    `stream_agent_response` reads nothing but `stream_events()` from a run result; this
+    class offers only that, so a ChatKit release that reads more fails our tests loudly
+    (AttributeError) instead of silently reading something else.
+    """
 
-class _ObservedResult:
-    """The run result as ChatKit's helper sees it, with every event also recorded for us."""
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
 
-    def __init__(self, result: RunResultStreaming, recorder: TurnRecorder) -> None:
-        self._result = result
-        self._recorder = recorder
+    def push(self, event: StreamEvent | None) -> None:
+        self._queue.put_nowait(event)
 
-    async def stream_events(self) -> AsyncIterator[Any]:
-        async for event in self._result.stream_events():
-            await self._recorder.observe(event)
+    async def stream_events(self) -> AsyncIterator[StreamEvent]:
+        while (event := await self._queue.get()) is not None:
             yield event
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._result, name)
+
+def _effect(event: ToolCallFinished) -> ClientEffectEvent:
+    result = event.result if isinstance(event.result, dict) else {}
+    task_id = result.get("task_id", event.arguments.get("task_id"))
+    return ClientEffectEvent(
+        name="tasks.changed", data={"task_ids": [task_id] if task_id else [], "tool": event.name}
+    )
 
 
-class _ReplyIds:
-    """Gives each assistant item our own unique id (models may repeat placeholder ids)."""
+async def _thread_events(
+    turn: Turn, agent_context: AgentContext[ChatKitContext]
+) -> AsyncIterator[ThreadStreamEvent]:
+    """The turn as ChatKit thread events: the reply, tool progress, task-change effects."""
+    run_events = _RunEvents()
+    out: asyncio.Queue[ThreadStreamEvent | None] = asyncio.Queue()
+    ending: list[TurnError] = []
 
-    def __init__(self, recorder: TurnRecorder) -> None:
-        self._recorder = recorder
-        self._current: dict[str, str] = {}
+    async def convert() -> None:
+        result = cast(RunResultStreaming, run_events)
+        async for thread_event in stream_agent_response(agent_context, result):
+            out.put_nowait(thread_event)
 
-    def apply(self, event: ThreadStreamEvent) -> ThreadStreamEvent:
-        if isinstance(event, ThreadItemAddedEvent | ThreadItemDoneEvent) and isinstance(
-            event.item, AssistantMessageItem
-        ):
-            model_id = event.item.id
-            ours = self._current.get(model_id) or new_public_id("msg")
-            if isinstance(event, ThreadItemDoneEvent):
-                self._current.pop(model_id, None)
-                self._recorder.reply_item_id = ours
-            else:
-                self._current[model_id] = ours
-            return event.model_copy(update={"item": event.item.model_copy(update={"id": ours})})
-        if isinstance(event, ThreadItemUpdatedEvent) and event.item_id in self._current:
-            return event.model_copy(update={"item_id": self._current[event.item_id]})
-        return event
+    async def produce() -> None:
+        converting = asyncio.create_task(convert())
+        try:
+            async for event in turn.events():
+                if isinstance(event, AgentStreamEvent):
+                    run_events.push(event.event)
+                elif isinstance(event, ToolCallStarted):
+                    text = progress_text(event.name, event.arguments)
+                    out.put_nowait(ProgressUpdateEvent(icon="check", text=text))
+                elif isinstance(event, ToolCallFinished) and event.changed_tasks:
+                    out.put_nowait(_effect(event))
+                elif isinstance(event, TurnError):
+                    ending.append(event)
+            run_events.push(None)
+            await converting
+        finally:
+            converting.cancel()
+            out.put_nowait(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (thread_event := await out.get()) is not None:
+            yield thread_event
+    except (asyncio.CancelledError, GeneratorExit):
+        # ChatKit's stop button closes the stream: an explicit cancel. The turn records
+        # the partial reply it had streamed and frees the conversation.
+        turn.cancel()
+        producer.cancel()
+        raise
+    await producer
+    if ending:
+        error = ending[0].error
+        message = error.message if isinstance(error, AppError) else "The turn failed"
+        raise CustomStreamError(message, allow_retry=_retryable(error))
+
+
+def _retryable(error: Exception) -> bool:
+    return isinstance(error, AppError) and error.status_code in (409, 502, 503, 504)
 
 
 class TodoChatKitServer(ChatKitServer[ChatKitContext]):
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self.conversations = ConversationStore(orchestrator)
+    def __init__(self, turns: TurnRunner) -> None:
+        self.conversations = ConversationStore(turns.database)
         super().__init__(self.conversations)
-        self.orchestrator = orchestrator
+        self.turns = turns
 
     async def respond(
         self,
@@ -116,81 +135,33 @@ class TodoChatKitServer(ChatKitServer[ChatKitContext]):
         input_user_message: UserMessageItem | None,
         context: ChatKitContext,
     ) -> AsyncIterator[ThreadStreamEvent]:
-        conversation = await self.conversations._conversation(thread.id, context)
-        start = context.turn
-        if start is None:
-            if input_user_message is None:
-                raise CustomStreamError("Nothing to answer here", allow_retry=False)
-            start = await self.orchestrator.resume(
-                context.user_id,
-                conversation.id or 0,
-                input_user_message.id,
-                CHANNEL,
-                context.replaced_item_ids,
+        """Answer the stored user message (new, or retried) through the shared turn runner."""
+        if input_user_message is None:
+            raise CustomStreamError("Nothing to answer here", allow_retry=False)
+        conversation = await self.conversations.conversation(thread.id, context)
+        try:
+            start = await self.turns.begin_for_stored(
+                context.user_id, conversation.id or 0, input_user_message.id, CHANNEL
             )
+        except AppError as exc:
+            raise CustomStreamError(exc.message, allow_retry=_retryable(exc)) from exc
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            raise CustomStreamError(DATABASE_UNAVAILABLE, allow_retry=True) from exc
         if not thread.title:
             thread.title = conversation.title  # the server then emits thread.updated
-        async for event in self._run_turn(thread, start, context):
-            yield event
-
-    async def _run_turn(
-        self, thread: ThreadMetadata, start: chat_service.TurnStart, context: ChatKitContext
-    ) -> AsyncIterator[ThreadStreamEvent]:
-        out: asyncio.Queue[ThreadStreamEvent | None] = asyncio.Queue()
         agent_context: AgentContext[ChatKitContext] = AgentContext(
             thread=thread, store=self.store, request_context=context
         )
-
-        async def emit(kind: str, data: dict[str, Any]) -> None:
-            if kind == "tool_call_started":
-                text = progress_text(data["name"], data["arguments"])
-                await out.put(ProgressUpdateEvent(icon="check", text=text))
-            elif (
-                kind == "tool_call_finished"
-                and data["name"] in WRITE_TOOLS
-                and not data["is_error"]
-            ):
-                result = data["result"] if isinstance(data["result"], dict) else {}
-                task_id = result.get("task_id", data["arguments"].get("task_id"))
-                effect = {"task_ids": [task_id] if task_id else [], "tool": data["name"]}
-                await out.put(ClientEffectEvent(name="tasks.changed", data=effect))
-
-        async def consume(result: RunResultStreaming, recorder: TurnRecorder) -> None:
-            ids = _ReplyIds(recorder)
-            observed = cast(RunResultStreaming, _ObservedResult(result, recorder))
-            async for event in stream_agent_response(agent_context, observed):
-                await out.put(ids.apply(event))
-
-        context.turn_taken = True
-        started = asyncio.Event()
-
-        async def run() -> ChatResponse:
-            started.set()
-            return await self.orchestrator.complete(
-                context.user_id, start, context.zone, emit, consume
-            )
-
-        turn = asyncio.create_task(run())
-        turn.add_done_callback(lambda _: out.put_nowait(None))
-        try:
-            while (event := await out.get()) is not None:
-                yield event
-        except (asyncio.CancelledError, GeneratorExit):
-            turn.cancel()  # a started turn records the partial reply and releases the lease
-            with suppress(asyncio.CancelledError, Exception):
-                await turn
-            if not started.is_set():
-                await asyncio.shield(self.orchestrator.abandon(start, "cancelled"))
-            raise
-        try:
-            turn.result()
-        except TurnFailed as exc:
-            raise CustomStreamError(exc.message, allow_retry=True) from exc
+        turn = self.turns.run(context.user_id, start, context.zone)
+        async for event in _thread_events(turn, agent_context):
+            yield event
 
     async def handle_stream_cancelled(
         self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: ChatKitContext
     ) -> None:
-        """The cancelled turn already stored the partial reply it had streamed."""
+        """The cancelled turn stores the partial reply it had streamed itself."""
 
     async def add_feedback(
         self,
@@ -199,8 +170,8 @@ class TodoChatKitServer(ChatKitServer[ChatKitContext]):
         feedback: FeedbackKind,
         context: ChatKitContext,
     ) -> None:
-        conversation = await self.conversations._conversation(thread_id, context)
-        async with self.orchestrator.database.session_scope(write=True) as session:
+        conversation = await self.conversations.conversation(thread_id, context)
+        async with self.turns.database.session_scope(write=True) as session:
             await chat_service.record_feedback(
                 session, context.user_id, conversation.id or 0, item_ids, feedback
             )
@@ -214,21 +185,20 @@ def _error_chunk(message: str, allow_retry: bool) -> bytes:
     return b"data: " + event.model_dump_json().encode() + b"\n\n"
 
 
-async def _guarded(
-    result: StreamingResult, server: TodoChatKitServer, context: ChatKitContext
-) -> AsyncGenerator[bytes, None]:
+async def _guarded(result: StreamingResult) -> AsyncGenerator[bytes, None]:
     """Failures before the reply starts arrive mid-stream; send them as ChatKit error events."""
     try:
         async for chunk in result:
             yield chunk
     except AppError as exc:
-        yield _error_chunk(exc.message, allow_retry=exc.status_code in (409, 502, 503, 504))
+        yield _error_chunk(exc.message, allow_retry=_retryable(exc))
     except (NotFoundError, ValueError) as exc:
         yield _error_chunk(str(exc) or "Not found", allow_retry=False)
-    finally:
-        if context.turn is not None and not context.turn_taken:
-            # The stream ended between storing the message and answering it.
-            await asyncio.shield(server.orchestrator.abandon(context.turn, "cancelled"))
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        logger.error("database unavailable during a ChatKit stream: %s", type(exc).__name__)
+        yield _error_chunk(DATABASE_UNAVAILABLE, allow_retry=True)
 
 
 @router.post(
@@ -257,5 +227,5 @@ async def chatkit_endpoint(
     except ValidationError as exc:
         raise InvalidInput("Not a valid ChatKit request", code="invalid_chatkit_request") from exc
     if isinstance(result, StreamingResult):
-        return StreamingResponse(_guarded(result, server, context), media_type="text/event-stream")
+        return StreamingResponse(_guarded(result), media_type="text/event-stream")
     return Response(content=result.json, media_type="application/json")

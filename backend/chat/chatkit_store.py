@@ -1,13 +1,13 @@
 """ChatKit's Store over our tables: threads are conversations, items are their messages.
 
 Every method is scoped to the request's user: another user's thread or item is simply not
-found. The user message starts a turn here (lease, message, run record) so ChatKit and the
-chat API share one pipeline; the reply is written when the turn finishes.
+found. The store only persists: a user message is stored here, and `respond()` answers it
+through the shared turn runner, which writes the reply with its tool calls.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -28,26 +28,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from backend.chat import service as chat_service
-from backend.chat.orchestrator import Orchestrator
 from backend.chat.schemas import ChatRequest
-from backend.chat.service import TurnStart
+from backend.db import Database
 from backend.errors import InvalidInput
 from backend.models import Conversation, Message, new_public_id
 
 CHANNEL = "chatkit"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChatKitContext:
-    """Per request: only the verified user (never one taken from the client), plus the turn."""
+    """Per request: only the verified user (never one taken from the client) and their zone."""
 
     user_id: str
     zone: ZoneInfo
-    turn: TurnStart | None = None
-    # Set once respond() has taken over the turn begun when the user message was stored.
-    turn_taken: bool = False
-    # Items a retry replaces; hidden only once the retry holds the conversation's lease.
-    replaced_item_ids: list[str] = field(default_factory=list)
 
 
 def _user_text(item: UserMessageItem) -> str:
@@ -79,9 +73,8 @@ def to_item(message: Message, thread_id: str) -> ThreadItem:
 
 
 class ConversationStore(Store[ChatKitContext]):
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self.orchestrator = orchestrator
-        self.database = orchestrator.database
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     def generate_thread_id(self, context: ChatKitContext) -> str:
         return new_public_id("thr")
@@ -91,7 +84,7 @@ class ConversationStore(Store[ChatKitContext]):
     ) -> str:
         return new_public_id("msg" if item_type == "message" else item_type[:4])
 
-    async def _conversation(self, thread_id: str, context: ChatKitContext) -> Conversation:
+    async def conversation(self, thread_id: str, context: ChatKitContext) -> Conversation:
         async with self.database.session_scope() as session:
             found = await chat_service.find_by_thread_id(session, context.user_id, thread_id)
         if found is None:
@@ -99,7 +92,7 @@ class ConversationStore(Store[ChatKitContext]):
         return found
 
     async def load_thread(self, thread_id: str, context: ChatKitContext) -> ThreadMetadata:
-        return to_thread(await self._conversation(thread_id, context))
+        return to_thread(await self.conversation(thread_id, context))
 
     async def save_thread(self, thread: ThreadMetadata, context: ChatKitContext) -> None:
         async with self.database.session_scope(write=True) as session:
@@ -130,7 +123,7 @@ class ConversationStore(Store[ChatKitContext]):
         return Page(data=page, has_more=more, after=page[-1].id if page and more else None)
 
     async def delete_thread(self, thread_id: str, context: ChatKitContext) -> None:
-        conversation = await self._conversation(thread_id, context)
+        conversation = await self.conversation(thread_id, context)
         async with self.database.session_scope(write=True) as session:
             await chat_service.delete_conversation(session, context.user_id, conversation.id or 0)
 
@@ -142,7 +135,7 @@ class ConversationStore(Store[ChatKitContext]):
         order: str,
         context: ChatKitContext,
     ) -> Page[ThreadItem]:
-        conversation = await self._conversation(thread_id, context)
+        conversation = await self.conversation(thread_id, context)
         direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
         async with self.database.session_scope() as session:
             messages = await chat_service.messages_after(
@@ -155,7 +148,7 @@ class ConversationStore(Store[ChatKitContext]):
         return Page(data=items, has_more=more, after=items[-1].id if items and more else None)
 
     async def load_item(self, thread_id: str, item_id: str, context: ChatKitContext) -> ThreadItem:
-        conversation = await self._conversation(thread_id, context)
+        conversation = await self.conversation(thread_id, context)
         async with self.database.session_scope() as session:
             statement = chat_service.visible_messages(conversation.id or 0).where(
                 col(Message.item_id) == item_id
@@ -172,16 +165,19 @@ class ConversationStore(Store[ChatKitContext]):
             # Replies are stored by the turn itself, with their tool calls; ChatKit's
             # hidden bookkeeping items have no place in a conversation.
             return
-        conversation = await self._conversation(thread_id, context)
         try:
-            request = ChatRequest(message=_user_text(item), conversation_id=conversation.id)
+            request = ChatRequest(message=_user_text(item))
         except ValidationError as exc:
             raise InvalidInput(
                 "Messages must be 1-4,000 characters of text", code="validation_error"
             ) from exc
-        context.turn = await self.orchestrator.begin(
-            context.user_id, request, channel=CHANNEL, item_id=item.id
-        )
+        async with self.database.session_scope(write=True) as session:
+            conversation = await chat_service.find_by_thread_id(session, context.user_id, thread_id)
+            if conversation is None:
+                raise NotFoundError(f"Thread {thread_id} not found")
+            await chat_service.store_user_message(
+                session, context.user_id, conversation, request.message, item_id=item.id
+            )
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: ChatKitContext) -> None:
         await self.add_thread_item(thread_id, item, context)
@@ -189,8 +185,12 @@ class ConversationStore(Store[ChatKitContext]):
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: ChatKitContext
     ) -> None:
-        await self._conversation(thread_id, context)
-        context.replaced_item_ids.append(item_id)
+        """ChatKit deletes the items a retry replaces; the retry itself hides them.
+
+        They are hidden only once the retry holds the conversation's lease, in the same
+        transaction, so a retry refused as busy changes nothing (see answer_stored_message).
+        """
+        await self.conversation(thread_id, context)
 
     async def save_attachment(self, attachment: Attachment, context: ChatKitContext) -> None:
         raise NotFoundError("Attachments are not supported")

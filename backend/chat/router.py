@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,7 +13,13 @@ from fastapi import APIRouter, Header, Path, Query, Request, status
 from sse_starlette import EventSourceResponse
 
 from backend.chat import service as chat_service
-from backend.chat.orchestrator import Orchestrator
+from backend.chat.recorder import (
+    ReplyDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnDone,
+    TurnError,
+)
 from backend.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -22,7 +28,7 @@ from backend.chat.schemas import (
     ConversationSummary,
     MessagePublic,
 )
-from backend.chat.service import TurnStart
+from backend.chat.turns import Turn, TurnRunner
 from backend.deps import PathUser, ReadSession, WriteSession
 from backend.errors import AppError, ErrorBody, InvalidInput
 from backend.web import ERROR_RESPONSES, request_id_var
@@ -36,14 +42,16 @@ _TURN_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
     for code, description in {
         404: "No such conversation for this user",
-        409: "Another turn is running in this conversation (conversation_busy / turn_in_progress)",
+        409: "Another turn is running in this conversation (conversation_busy / "
+        "turn_in_progress), the turn lost its lease (turn_superseded), the client_message_id "
+        "was used for another message (idempotency_key_reused), or later turns were answered "
+        "since (turn_outdated)",
         502: "The model failed (model_error, max_turns_exceeded)",
-        503: "The task tools are unreachable (tools_unavailable)",
+        503: "The task tools or the database are unavailable (tools_unavailable, "
+        "database_unavailable); the message is kept, retry with the same client_message_id",
         504: "The model timed out (model_timeout)",
     }.items()
 }
-# Streaming turns keep running if the client goes away; hold a reference until they end.
-_background: set[asyncio.Task[None]] = set()
 
 
 def user_zone(x_timezone: Annotated[str | None, Header(max_length=64)] = None) -> ZoneInfo:
@@ -58,9 +66,9 @@ def user_zone(x_timezone: Annotated[str | None, Header(max_length=64)] = None) -
         ) from exc
 
 
-def _orchestrator(request: Request) -> Orchestrator:
-    orchestrator: Orchestrator = request.app.state.orchestrator
-    return orchestrator
+def _turns(request: Request) -> TurnRunner:
+    runner: TurnRunner = request.app.state.turns
+    return runner
 
 
 @router.post(
@@ -84,43 +92,40 @@ async def chat(
 ) -> ChatResponse | EventSourceResponse:
     """Send a message; the assistant answers, using the task tools as needed."""
     zone = user_zone(x_timezone)
-    orchestrator = _orchestrator(request)
-    start = await orchestrator.begin(user_id, body)
+    runner = _turns(request)
+    start = await runner.begin(user_id, body)
+    turn = runner.run(user_id, start, zone)
     if "text/event-stream" in accept:
-        return EventSourceResponse(_stream(orchestrator, user_id, start, zone), ping=15)
-    return await orchestrator.complete(user_id, start, zone)
+        return EventSourceResponse(_sse(turn), ping=15)
+    return await turn.result()
 
 
-async def _stream(
-    orchestrator: Orchestrator, user_id: str, start: TurnStart, zone: ZoneInfo
-) -> AsyncIterator[dict[str, str]]:
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
-
-    async def emit(kind: str, data: dict[str, Any]) -> None:
-        await queue.put((kind, data))
-
-    async def work() -> None:
-        try:
-            result = await orchestrator.complete(user_id, start, zone, emit)
-            await emit("done", result.model_dump(mode="json"))
-        except AppError as exc:
-            await emit("error", {"detail": exc.message, "code": exc.code})
-        except Exception:
-            logger.exception("streamed turn crashed")
-            await emit("error", {"detail": "Internal server error", "code": "internal_error"})
-        finally:
-            await queue.put(None)
-
-    await emit("conversation", {"conversation_id": start.conversation_id})
-    task = asyncio.create_task(work())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+async def _sse(turn: Turn) -> AsyncIterator[dict[str, str]]:
+    """The turn's events as Server-Sent Events; a client that leaves does not stop the turn."""
     request_id = request_id_var.get()
-    while (item := await queue.get()) is not None:
-        kind, data = item
-        if kind == "error":
-            data = data | {"request_id": request_id}
-        yield {"event": kind, "data": json.dumps(data, ensure_ascii=False)}
+    yield _event("conversation", {"conversation_id": turn.start.conversation_id})
+    async for event in turn.events():
+        match event:
+            case ReplyDelta(text=text):
+                yield _event("delta", {"text": text})
+            case ToolCallStarted():
+                yield _event("tool_call_started", asdict(event))
+            case ToolCallFinished():
+                yield _event("tool_call_finished", asdict(event))
+            case TurnDone(response=response):
+                yield _event("done", response.model_dump(mode="json"))
+            case TurnError(error=error):
+                yield _event("error", _error_data(error) | {"request_id": request_id})
+
+
+def _error_data(error: Exception) -> dict[str, str]:
+    if isinstance(error, AppError):
+        return {"detail": error.message, "code": error.code}
+    return {"detail": "Internal server error", "code": "internal_error"}
+
+
+def _event(kind: str, data: dict[str, Any]) -> dict[str, str]:
+    return {"event": kind, "data": json.dumps(data, ensure_ascii=False)}
 
 
 @router.get("/conversations", response_model=ConversationPage)

@@ -32,6 +32,9 @@ class ConversationBusy(Conflict):
     code = "conversation_busy"
 
 
+REPLAYED_STATUSES = ("succeeded", "stopped")
+
+
 @dataclass(frozen=True)
 class TurnStart:
     """What the first short transaction of a turn settled."""
@@ -40,6 +43,8 @@ class TurnStart:
     user_message_id: int
     run_id: int
     lease_token: str
+    # The turn answers this message: its history ends here, later messages are not its own.
+    user_seq: int = 0
     replay: ChatReplay | None = None
 
 
@@ -145,9 +150,28 @@ async def list_messages(session: AsyncSession, conversation_id: int) -> Sequence
     return (await session.scalars(statement)).all()
 
 
-async def recent_messages(session: AsyncSession, conversation_id: int, limit: int) -> list[Message]:
-    """The newest `limit` messages, oldest first (never the oldest N)."""
-    statement = visible_messages(conversation_id).order_by(col(Message.seq).desc()).limit(limit)
+async def recent_messages(
+    session: AsyncSession, conversation_id: int, limit: int, answering_seq: int | None = None
+) -> list[Message]:
+    """The newest `limit` messages, oldest first (never the oldest N).
+
+    With `answering_seq`, the history of the turn answering that user message: it ends
+    before the next user message, so a later message is never taken for this one's.
+    """
+    statement = visible_messages(conversation_id)
+    if answering_seq is not None:
+        next_user_seq = (
+            select(func.min(Message.seq))
+            .where(
+                col(Message.conversation_id) == conversation_id,
+                col(Message.deleted_at).is_(None),
+                col(Message.role) == "user",
+                col(Message.seq) > answering_seq,
+            )
+            .scalar_subquery()
+        )
+        statement = statement.where(or_(next_user_seq.is_(None), col(Message.seq) < next_user_seq))
+    statement = statement.order_by(col(Message.seq).desc()).limit(limit)
     return list(reversed((await session.scalars(statement)).all()))
 
 
@@ -198,7 +222,7 @@ async def _take_lease(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConversationBusy("Another turn is running in this conversation; retry shortly")
     # Whatever was still "running" here lost its lease: its process is gone.
-    await _fail_running(session, col(AgentRun.conversation_id) == conversation_id, "abandoned")
+    await close_abandoned_runs(session, col(AgentRun.conversation_id) == conversation_id)
     return token
 
 
@@ -240,7 +264,11 @@ async def _stored_reply(session: AsyncSession, user_message: Message) -> ChatRep
     """The answer of the message's last run, if that run succeeded."""
     runs = select(AgentRun).where(col(AgentRun.user_message_id) == user_message.id)
     last_run = (await session.scalars(runs.order_by(col(AgentRun.id).desc()))).first()
-    if last_run is None or last_run.status != "succeeded" or not last_run.assistant_message_id:
+    if (
+        last_run is None
+        or last_run.status not in REPLAYED_STATUSES
+        or not last_run.assistant_message_id
+    ):
         return None
     reply = await session.get(Message, last_run.assistant_message_id)
     if reply is None:
@@ -258,54 +286,134 @@ async def begin_turn(
     model_name: str,
     lease_seconds: int,
     channel: str = "chat",
-    item_id: str | None = None,
 ) -> TurnStart:
-    """Own-check or create the conversation, take its lease, store the message, open a run."""
-    existing = None
+    """Own-check or create the conversation, take its lease, store the message, open a run.
+
+    A known `client_message_id` is a retry: the stored answer if there is one, else a new
+    run for the stored message (refused when later turns have happened since).
+    """
     if client_message_id is not None:
-        statement = select(Message).where(
-            col(Message.user_id) == user_id, col(Message.client_message_id) == client_message_id
-        )
-        existing = (await session.scalars(statement)).first()
-    if existing is not None:
-        if conversation_id is not None and conversation_id != existing.conversation_id:
-            raise Conflict("client_message_id was already used in another conversation")
-        conversation = await get_conversation(session, user_id, existing.conversation_id)
-        user_message = existing
-        replay = await _stored_reply(session, existing)
-        if replay is not None:
-            return TurnStart(conversation.id or 0, user_message.id or 0, 0, "", replay)
-        try:
-            lease = await _take_lease(session, user_id, existing.conversation_id, lease_seconds)
-        except ConversationBusy as exc:
-            raise ConversationBusy(
-                "This message is still being answered; retry shortly", code="turn_in_progress"
-            ) from exc
+        existing = await _by_client_message_id(session, user_id, client_message_id)
+        if existing is not None:
+            return await _retry(
+                session,
+                user_id,
+                existing,
+                conversation_id,
+                message,
+                model_name,
+                lease_seconds,
+                channel,
+            )
+    if conversation_id is None:
+        conversation = await create_conversation(session, user_id, message)
     else:
-        if conversation_id is None:
-            conversation = await create_conversation(session, user_id, message)
-        else:
-            conversation = await get_conversation(session, user_id, conversation_id)
-        assert conversation.id is not None
+        conversation = await get_conversation(session, user_id, conversation_id)
+    assert conversation.id is not None
+    try:
         lease = await _take_lease(session, user_id, conversation.id, lease_seconds)
-        if conversation.title == DEFAULT_TITLE:
-            conversation.title = title_from(message) or DEFAULT_TITLE
-        try:
-            async with session.begin_nested():
-                user_message = await add_message(
-                    session,
-                    conversation.id,
-                    user_id,
-                    "user",
-                    message,
-                    client_message_id=client_message_id,
-                    item_id=item_id,
-                )
-        except IntegrityError as exc:  # the same client_message_id raced in
-            raise ConversationBusy(
-                "This message is already being answered", code="turn_in_progress"
-            ) from exc
+    except ConversationBusy:
+        # The same client_message_id may have raced in and now holds the lease.
+        if client_message_id is not None and await _by_client_message_id(
+            session, user_id, client_message_id
+        ):
+            raise _in_progress() from None
+        raise
+    try:
+        user_message = await store_user_message(
+            session, user_id, conversation, message, client_message_id=client_message_id
+        )
+    except IntegrityError as exc:  # the same client_message_id raced in
+        raise _in_progress() from exc
     return await _open_run(session, conversation, user_message, lease, model_name, channel)
+
+
+def _in_progress() -> ConversationBusy:
+    return ConversationBusy(
+        "This message is still being answered; retry shortly", code="turn_in_progress"
+    )
+
+
+async def _by_client_message_id(
+    session: AsyncSession, user_id: str, client_message_id: str
+) -> Message | None:
+    statement = select(Message).where(
+        col(Message.user_id) == user_id, col(Message.client_message_id) == client_message_id
+    )
+    found: Message | None = (await session.scalars(statement)).first()
+    return found
+
+
+async def _retry(
+    session: AsyncSession,
+    user_id: str,
+    existing: Message,
+    conversation_id: int | None,
+    message: str,
+    model_name: str,
+    lease_seconds: int,
+    channel: str,
+) -> TurnStart:
+    if conversation_id is not None and conversation_id != existing.conversation_id:
+        raise Conflict(
+            "client_message_id was already used in another conversation",
+            code="idempotency_key_reused",
+        )
+    if existing.content != message:
+        raise Conflict(
+            "client_message_id was already used for a different message",
+            code="idempotency_key_reused",
+        )
+    conversation = await get_conversation(session, user_id, existing.conversation_id)
+    replay = await _stored_reply(session, existing)
+    if replay is not None:
+        return TurnStart(conversation.id or 0, existing.id or 0, 0, "", existing.seq, replay=replay)
+    try:
+        lease = await _take_lease(session, user_id, existing.conversation_id, lease_seconds)
+    except ConversationBusy as exc:
+        raise _in_progress() from exc
+    if await _has_later_user_messages(session, existing):
+        raise Conflict(
+            "Later messages in this conversation were answered since; send this one again "
+            "as a new message",
+            code="turn_outdated",
+        )
+    return await _open_run(session, conversation, existing, lease, model_name, channel)
+
+
+async def _has_later_user_messages(session: AsyncSession, message: Message) -> bool:
+    statement = (
+        visible_messages(message.conversation_id)
+        .where(col(Message.seq) > message.seq, col(Message.role) == "user")
+        .limit(1)
+    )
+    return (await session.scalars(statement)).first() is not None
+
+
+async def store_user_message(
+    session: AsyncSession,
+    user_id: str,
+    conversation: Conversation,
+    text: str,
+    *,
+    client_message_id: str | None = None,
+    item_id: str | None = None,
+) -> Message:
+    """Append the user's message (the conversation takes its title from the first one)."""
+    assert conversation.id is not None
+    if conversation.title == DEFAULT_TITLE:
+        conversation.title = title_from(text) or DEFAULT_TITLE
+    conversation.updated_at = utc_now()
+    async with session.begin_nested():
+        return await add_message(
+            session,
+            conversation.id,
+            user_id,
+            "user",
+            text,
+            client_message_id=client_message_id,
+            item_id=item_id,
+        )
 
 
 async def _open_run(
@@ -329,10 +437,10 @@ async def _open_run(
     conversation.updated_at = utc_now()
     await session.flush()
     assert run.id is not None
-    return TurnStart(conversation.id, user_message.id, run.id, lease)
+    return TurnStart(conversation.id, user_message.id, run.id, lease, user_message.seq)
 
 
-async def resume_turn(
+async def answer_stored_message(
     session: AsyncSession,
     user_id: str,
     conversation_id: int,
@@ -341,12 +449,13 @@ async def resume_turn(
     model_name: str,
     lease_seconds: int,
     channel: str,
-    replaced_item_ids: Sequence[str] = (),
 ) -> TurnStart:
-    """Answer an already stored user message again (a retry), under the lease.
+    """Answer a user message already stored (ChatKit: a new message or a retry), under the lease.
 
-    The messages the new answer replaces are hidden in the same transaction, so a retry
-    refused as busy changes nothing."""
+    The text answers shown after that message are replaced: they are hidden (the logs keep
+    them) in the same transaction, so a retry refused as busy changes nothing. Tool-only
+    records stay, so the model still sees what already happened.
+    """
     conversation = await get_conversation(session, user_id, conversation_id)
     statement = visible_messages(conversation_id).where(
         col(Message.item_id) == user_message_item_id, col(Message.role) == "user"
@@ -355,17 +464,17 @@ async def resume_turn(
     if user_message is None:
         raise NotFound("That message is not in this conversation", code="message_not_found")
     lease = await _take_lease(session, user_id, conversation_id, lease_seconds)
-    if replaced_item_ids:
-        await session.execute(
-            update(Message)
-            .where(
-                col(Message.conversation_id) == conversation_id,
-                col(Message.item_id).in_(list(replaced_item_ids)),
-                col(Message.deleted_at).is_(None),
-            )
-            .values(deleted_at=utc_now())  # the logs keep them
-            .execution_options(synchronize_session=False)
+    await session.execute(
+        update(Message)
+        .where(
+            col(Message.conversation_id) == conversation_id,
+            col(Message.seq) > user_message.seq,
+            col(Message.deleted_at).is_(None),
+            or_(col(Message.role) == "user", col(Message.content) != ""),
         )
+        .values(deleted_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
     return await _open_run(session, conversation, user_message, lease, model_name, channel)
 
 
@@ -424,10 +533,13 @@ async def finish_turn(
     """Store the reply (or the tool calls that did happen), close the run, release the lease.
 
     False when the lease was lost (the turn outlived it and another took over): the run is
-    closed as failed and nothing is added to the conversation.
+    closed as failed and nothing more is added to the conversation.
     """
     if not await _holds_lease(session, start):
-        await _fail_running(session, col(AgentRun.id) == start.run_id, "lease_lost")
+        await close_abandoned_runs(session, col(AgentRun.id) == start.run_id, "lease_lost")
+        return False
+    run = await session.get(AgentRun, start.run_id)
+    if run is None or run.status != "running":
         return False
     assistant = None
     if record.reply is not None or record.tool_calls:
@@ -440,17 +552,16 @@ async def finish_turn(
             tool_calls=record.tool_calls or None,
             item_id=record.reply_item_id,
         )
-    run = await session.get(AgentRun, start.run_id)
-    if run is not None:
-        run.status = record.status
-        run.assistant_message_id = assistant.id if assistant is not None else None
-        run.error_code = record.error_code
-        run.error_message = (record.error_message or "")[:2000] or None
-        run.finished_at = utc_now()
-        run.latency_ms = record.latency_ms
-        run.model_calls = record.model_calls
-        run.input_tokens = record.input_tokens
-        run.output_tokens = record.output_tokens
+    run.status = record.status
+    run.assistant_message_id = assistant.id if assistant is not None else None
+    run.tool_calls = record.tool_calls or None
+    run.error_code = record.error_code
+    run.error_message = (record.error_message or "")[:2000] or None
+    run.finished_at = utc_now()
+    run.latency_ms = record.latency_ms
+    run.model_calls = record.model_calls
+    run.input_tokens = record.input_tokens
+    run.output_tokens = record.output_tokens
     await _release(session, start.conversation_id, start.lease_token)
     await session.flush()
     return True
@@ -469,19 +580,60 @@ async def _holds_lease(session: AsyncSession, start: TurnStart) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def _fail_running(session: AsyncSession, which: ColumnElement[bool], error_code: str) -> None:
-    """Mark the matching runs that are still running as failed."""
+async def journal_tool_calls(
+    session: AsyncSession, run_id: int, tool_calls: list[dict[str, Any]]
+) -> None:
+    """Keep the finished task-changing calls of a running turn, in case its process dies."""
     await session.execute(
         update(AgentRun)
-        .where(which, col(AgentRun.status) == "running")
-        .values(status="failed", error_code=error_code, finished_at=utc_now())
+        .where(col(AgentRun.id) == run_id, col(AgentRun.status) == "running")
+        .values(tool_calls=tool_calls)
         .execution_options(synchronize_session=False)
     )
 
 
+async def close_abandoned_runs(
+    session: AsyncSession, which: ColumnElement[bool], error_code: str = "abandoned"
+) -> int:
+    """Fail the matching runs still `running`; keep the tool calls they journaled.
+
+    The one place a run that will not finish normally is closed. Its journaled tool calls
+    become a tool-only assistant message, so a retry's model sees what already happened.
+    """
+    statement = select(AgentRun).where(which, col(AgentRun.status) == "running")
+    runs = (await session.scalars(statement.with_for_update())).all()
+    for run in runs:
+        if run.tool_calls and run.assistant_message_id is None:
+            stored = await add_message(
+                session,
+                run.conversation_id,
+                run.user_id,
+                "assistant",
+                "",
+                tool_calls=run.tool_calls,
+            )
+            run.assistant_message_id = stored.id
+        run.status = "failed"
+        run.error_code = error_code
+        run.finished_at = utc_now()
+    await session.flush()
+    return len(runs)
+
+
+async def close_stale_runs(session: AsyncSession) -> int:
+    """At start-up: close the runs whose conversation lease has lapsed (their process died)."""
+    lapsed = select(col(Conversation.id)).where(
+        or_(
+            col(Conversation.lease_owner).is_(None),
+            col(Conversation.lease_expires_at) < utc_now(),
+        )
+    )
+    return await close_abandoned_runs(session, col(AgentRun.conversation_id).in_(lapsed))
+
+
 async def abandon_turn(session: AsyncSession, start: TurnStart, code: str) -> None:
     """Fail a still-running run and release its lease, if this turn still holds it."""
-    await _fail_running(session, col(AgentRun.id) == start.run_id, code)
+    await close_abandoned_runs(session, col(AgentRun.id) == start.run_id, code)
     await _release(session, start.conversation_id, start.lease_token)
 
 

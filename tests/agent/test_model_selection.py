@@ -208,6 +208,12 @@ class FakeChatServer:
     async def completions(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
+        broken = _text_of(body["messages"][-1].get("content")).strip()
+        if broken == "answer with html":
+            return Response("<html>502 from a proxy</html>", media_type="text/html")
+        if broken == "answer with no choices":
+            base = {"id": "chatcmpl-x", "object": "chat.completion", "model": body["model"]}
+            return JSONResponse({**base, "created": int(time.time()), "choices": []})
         message, finish = self.answer(body)
         usage = {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
@@ -574,3 +580,20 @@ async def test_the_local_model_connects_to_nothing_but_the_mcp_server_and_databa
     assert destinations.refused == []
     mcp_port = urlsplit(mcp_url).port
     assert mcp_port in {a[1] for a in destinations.connects if isinstance(a, tuple)}
+
+
+@pytest.mark.parametrize("message", ["answer with html", "answer with no choices"])
+async def test_a_compatible_server_answering_nonsense_is_a_model_error(
+    chat_client: AppFactory, database: Database, fake_openai: FakeChatServer, message: str
+) -> None:
+    async with chat_client(None, **compatible_settings(fake_openai)) as client:
+        response = await client.post(
+            "/api/alice/chat", json={"message": message}, headers=auth("alice")
+        )
+    assert response.status_code == 502, response.text
+    assert response.json()["code"] == "model_error"
+    [run] = await rows(database, AgentRun)
+    assert (run.status, run.error_code) == ("failed", "model_error")
+    assert run.model_calls == 1
+    messages = await rows(database, Message)
+    assert [m.role for m in messages] == ["user"]  # no empty "answer" stored
