@@ -1,0 +1,1 @@
+"""Fault-injection tests: a private PostgreSQL cluster, an MCP subprocess and a cuttable proxy."""
