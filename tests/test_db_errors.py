@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db import Database, is_database_unavailable
+from backend.db import is_database_unavailable
 from backend.errors import AppError
 from backend.web import RequestIdMiddleware, install_error_handlers
 
@@ -107,25 +107,7 @@ async def test_transient_postgres_states_are_unavailable_whatever_class_wraps_th
     assert is_database_unavailable(exc)
 
 
-async def test_a_terminated_backend_mid_session_is_unavailable(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
-    victim, admin = Database(database_url), Database(database_url)
-    try:
-        async with victim.engine.connect() as connection:
-            pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            async with admin.engine.connect() as other:
-                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            with pytest.raises(DBAPIError) as raised:
-                await connection.execute(text("SELECT 1"))
-    finally:
-        await victim.dispose()
-        await admin.dispose()
-
-    assert is_database_unavailable(raised.value)
-
-
-# --- not outages --------------------------------------------------------------------------------
+# --- not outages ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
