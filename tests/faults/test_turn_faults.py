@@ -231,3 +231,65 @@ async def test_streamed_turns_report_the_outage_as_an_error_never_as_done(
                 raise AssertionError(f"runs={runs} leases={leases}") from None
     finally:
         await database.dispose()
+
+
+async def test_an_outage_under_load_leaves_no_false_success_duplicate_or_lock(
+    tmp_path: Path, private_postgres: PostgresCluster, spawn_mcp_server: SpawnMcpServer
+) -> None:
+    """Six turns in flight, each past its tool call, when the database stops for ~2 s:
+    every one answers 503, none is lost, repeated or left holding its conversation."""
+    turns = 6
+    mcp = spawn_mcp_server(private_postgres.url)
+    all_called = asyncio.Event()
+    outage_over = asyncio.Event()
+    called = 0
+
+    async def answer(model_call: ModelCall) -> Any:
+        nonlocal called
+        if not saw_tool_output(model_call):
+            user = [i for i in model_call.input if isinstance(i, dict) and i.get("role") == "user"]
+            return call("add_task", {"title": str(user[-1]["content"])})
+        if outage_over.is_set():
+            return reply("Added it.")  # a retry that had to run again
+        called += 1
+        if called == turns:  # every turn has made its tool call: now the database goes
+            await private_postgres.astop("immediate")
+            all_called.set()
+        await all_called.wait()
+        return reply("Added it.")
+
+    model = ScriptedModel([ModelStep.respond(answer) for _ in range(4 * turns)])
+    database = Database(private_postgres.url)
+    try:
+        async with api(tmp_path, private_postgres.url, mcp, model) as client:
+            requests = [
+                asyncio.create_task(say(client, f"task {n}", client_message_id=f"load-{n}"))
+                for n in range(turns)
+            ]
+            answers = await asyncio.gather(*requests)
+            await asyncio.sleep(2)
+            await private_postgres.astart()
+            outage_over.set()
+
+            assert [r.status_code for r in answers] == [503] * turns
+            assert {r.json()["code"] for r in answers} == {"database_unavailable"}
+
+            async def settled() -> bool:
+                runs = await rows(database, AgentRun)
+                conversations = await rows(database, Conversation)
+                return all(r.status != "running" for r in runs) and all(
+                    c.lease_owner is None for c in conversations
+                )
+
+            await eventually(settled)
+            retries = [
+                await say(client, f"task {n}", client_message_id=f"load-{n}") for n in range(turns)
+            ]
+        assert [r.status_code for r in retries] == [200] * turns
+        # The retries were answered from the records the outage delayed: nothing ran again.
+        assert all(r.json()["response"] == "Added it." for r in retries)
+        assert len(model.calls) == 2 * turns
+        titles = sorted(t.title for t in await rows(database, Task))
+        assert titles == sorted(f"task {n}" for n in range(turns))  # no duplicate effect
+    finally:
+        await database.dispose()
