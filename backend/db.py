@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from backend.errors import AppError, ServiceUnavailable
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_SECONDS = 30
@@ -80,7 +82,15 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+class DatabaseOutage(ServiceUnavailable):
+    """The database cannot serve requests right now; retrying later is the answer."""
+
+    code = "database_unavailable"
+
+
 def _is_unavailable_here(exc: BaseException) -> bool:
+    if isinstance(exc, DatabaseOutage):
+        return True
     if isinstance(exc, OperationalError | InterfaceError | OSError):
         return True  # OSError covers ConnectionError, TimeoutError and DNS failures
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -137,8 +147,8 @@ def create_engine(database_url: str) -> AsyncEngine:
 class Database:
     """The engine plus session factories; one per process, created in the app lifespan."""
 
-    def __init__(self, database_url: str) -> None:
-        self.engine = create_engine(database_url)
+    def __init__(self, database_url: str, *, engine: AsyncEngine | None = None) -> None:
+        self.engine = engine or create_engine(database_url)
         # SQLite has one writer at a time and its busy handler backs off by sleeping, which
         # gives long tails under concurrency; queueing this process's writers is fairer.
         self._write_lock = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -149,14 +159,25 @@ class Database:
 
     @asynccontextmanager
     async def session_scope(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """One transaction: commit on success, roll back on any error."""
-        if write and self._write_lock is not None:
-            async with self._write_lock, self._writer() as session, session.begin():
+        """One transaction: commit on success, roll back on any error.
+
+        An outage surfaces as DatabaseOutage (503 `database_unavailable`), whatever the
+        driver raised, so callers never have to guess what a bare OSError meant.
+        """
+        try:
+            if write and self._write_lock is not None:
+                async with self._write_lock, self._writer() as session, session.begin():
+                    yield session
+                return
+            factory = self._writer if write else self._reader
+            async with factory() as session, session.begin():
                 yield session
-            return
-        factory = self._writer if write else self._reader
-        async with factory() as session, session.begin():
-            yield session
+        except AppError:
+            raise
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            raise DatabaseOutage("The database is unavailable; nothing was changed") from exc
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -183,11 +183,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
 
 
-# Every class a database outage arrives as; is_database_unavailable decides per exception.
-# DBAPIError covers OperationalError/InterfaceError; OSError covers ConnectionError/TimeoutError.
-_DATABASE_ERROR_TYPES = (DBAPIError, OSError)
-
-
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_database_unavailable(exc):
         raise exc  # a bug, not an outage: RequestIdMiddleware logs it and answers 500
@@ -203,8 +198,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error_type in _DATABASE_ERROR_TYPES:
-        app.add_exception_handler(error_type, _database_error)
+    # Sessions turn outages into DatabaseOutage (an AppError); this catches a driver error
+    # raised outside a session scope.
+    app.add_exception_handler(DBAPIError, _database_error)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -155,16 +155,16 @@ class TaskTools:
         try:
             async with self.database.session_scope(write=spec.changes_tasks) as session:
                 return await action(session, user_id)
-        except AppError as exc:
-            raise ToolError(exc.message) from exc
         except ValidationError as exc:
             raise ToolError(_validation_message(exc)) from exc
         except Exception as exc:
-            if not is_database_unavailable(exc):
-                raise
-            # One line, no traceback: an outage is expected and the SDK would log the rest.
-            logger.error("database unavailable in MCP tool %s: %s", tool, type(exc).__name__)
-            raise ToolError(DATABASE_UNAVAILABLE_ERROR) from exc
+            if is_database_unavailable(exc):
+                # One line, no traceback: an outage is expected and the SDK would log the rest.
+                logger.error("database unavailable in MCP tool %s: %s", tool, type(exc).__name__)
+                raise ToolError(DATABASE_UNAVAILABLE_ERROR) from exc
+            if isinstance(exc, AppError):
+                raise ToolError(exc.message) from exc
+            raise
 
     async def add_task(
         self,

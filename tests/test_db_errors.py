@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db import is_database_unavailable
+from backend.db import Database, is_database_unavailable
 from backend.errors import AppError
 from backend.web import RequestIdMiddleware, install_error_handlers
 
@@ -188,10 +188,12 @@ async def get_through_the_api(engine: AsyncEngine) -> httpx.Response:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
+    database = Database(str(engine.url), engine=engine)
+
     @app.get("/work")
     async def work() -> dict[str, str]:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with database.session_scope() as session:  # as every route's session does
+            await session.execute(text("SELECT 1"))
         return {"status": "ok"}
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -77,11 +77,17 @@ async def _thread_events(
     run_events = _RunEvents()
     out: asyncio.Queue[ThreadStreamEvent | None] = asyncio.Queue()
     ending: list[TurnError] = []
+    rendering_failed = False
 
     async def convert() -> None:
-        result = cast(RunResultStreaming, run_events)
-        async for thread_event in stream_agent_response(agent_context, result):
-            out.put_nowait(thread_event)
+        nonlocal rendering_failed
+        try:
+            result = cast(RunResultStreaming, run_events)
+            async for thread_event in stream_agent_response(agent_context, result):
+                out.put_nowait(thread_event)
+        except Exception:  # only the rendering broke: the turn goes on and is recorded
+            logger.exception("could not render run %s for ChatKit", turn.start.run_id)
+            rendering_failed = True
 
     async def produce() -> None:
         converting = asyncio.create_task(convert())
@@ -106,10 +112,15 @@ async def _thread_events(
     try:
         while (thread_event := await out.get()) is not None:
             yield thread_event
-    except (asyncio.CancelledError, GeneratorExit):
-        # ChatKit's stop button closes the stream: an explicit cancel. The turn records
-        # the partial reply it had streamed and frees the conversation.
+    except asyncio.CancelledError:
+        # The client closed the stream — ChatKit's stop button: an explicit cancel. The
+        # turn records the partial reply it had streamed and frees the conversation.
         turn.cancel()
+        producer.cancel()
+        raise
+    except GeneratorExit:
+        # ChatKit itself stopped reading (say its own thread save failed): not the user's
+        # stop, so the turn finishes and is recorded; a retry gets the stored answer.
         producer.cancel()
         raise
     await producer
@@ -117,6 +128,11 @@ async def _thread_events(
         error = ending[0].error
         message = error.message if isinstance(error, AppError) else "The turn failed"
         raise CustomStreamError(message, allow_retry=_retryable(error))
+    if rendering_failed:
+        raise CustomStreamError(
+            "The answer was stored but could not be shown; reload the conversation",
+            allow_retry=False,
+        )
 
 
 def _retryable(error: Exception) -> bool:

@@ -175,6 +175,7 @@ class ConversationStore(Store[ChatKitContext]):
             conversation = await chat_service.find_by_thread_id(session, context.user_id, thread_id)
             if conversation is None:
                 raise NotFoundError(f"Thread {thread_id} not found")
+            chat_service.ensure_not_answering(conversation)
             await chat_service.store_user_message(
                 session, context.user_id, conversation, request.message, item_id=item.id
             )

@@ -37,6 +37,6 @@ def to_input_items(messages: Iterable[Message]) -> list[TResponseInputItem]:
                     "output": _result_text(call["result"]),
                 }
             )
-        if message.content:
+        if message.content and message.deleted_at is None:  # a replaced answer's text is gone
             items.append({"role": "assistant", "content": message.content})
     return items

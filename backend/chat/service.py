@@ -153,12 +153,17 @@ async def list_messages(session: AsyncSession, conversation_id: int) -> Sequence
 async def recent_messages(
     session: AsyncSession, conversation_id: int, limit: int, answering_seq: int | None = None
 ) -> list[Message]:
-    """The newest `limit` messages, oldest first (never the oldest N).
+    """The model's history: the newest `limit` messages, oldest first (never the oldest N).
 
     With `answering_seq`, the history of the turn answering that user message: it ends
     before the next user message, so a later message is never taken for this one's.
     """
-    statement = visible_messages(conversation_id)
+    # Answers a retry replaced are hidden, but what their tools did still happened: the
+    # model keeps seeing those calls (to_input_items drops the hidden text).
+    statement = select(Message).where(
+        col(Message.conversation_id) == conversation_id,
+        or_(col(Message.deleted_at).is_(None), col(Message.role) == "assistant"),
+    )
     if answering_seq is not None:
         next_user_seq = (
             select(func.min(Message.seq))
@@ -227,6 +232,14 @@ async def _take_lease(
 
 
 async def _next_seq(session: AsyncSession, conversation_id: int) -> int:
+    # Writers of one conversation take its row lock first, so two transactions (a reply
+    # being stored, a ChatKit message arriving) never pick the same seq. SQLite has one
+    # writer at a time anyway.
+    await session.execute(
+        select(col(Conversation.id))
+        .where(col(Conversation.id) == conversation_id)
+        .with_for_update()
+    )
     statement = select(func.coalesce(func.max(Message.seq), 0)).where(
         col(Message.conversation_id) == conversation_id
     )
@@ -368,16 +381,16 @@ async def _retry(
     replay = await _stored_reply(session, existing)
     if replay is not None:
         return TurnStart(conversation.id or 0, existing.id or 0, 0, "", existing.seq, replay=replay)
-    try:
-        lease = await _take_lease(session, user_id, existing.conversation_id, lease_seconds)
-    except ConversationBusy as exc:
-        raise _in_progress() from exc
-    if await _has_later_user_messages(session, existing):
+    if existing.deleted_at is not None or await _has_later_user_messages(session, existing):
         raise Conflict(
             "Later messages in this conversation were answered since; send this one again "
             "as a new message",
             code="turn_outdated",
         )
+    try:
+        lease = await _take_lease(session, user_id, existing.conversation_id, lease_seconds)
+    except ConversationBusy as exc:
+        raise _in_progress() from exc
     return await _open_run(session, conversation, existing, lease, model_name, channel)
 
 
@@ -388,6 +401,15 @@ async def _has_later_user_messages(session: AsyncSession, message: Message) -> b
         .limit(1)
     )
     return (await session.scalars(statement)).first() is not None
+
+
+def ensure_not_answering(conversation: Conversation) -> None:
+    """Refuse a new message while a turn is answering (ChatKit stores before it answers)."""
+    lease_held = conversation.lease_owner is not None and (
+        conversation.lease_expires_at is None or conversation.lease_expires_at > utc_now()
+    )
+    if lease_held:
+        raise ConversationBusy("Another turn is running in this conversation; retry shortly")
 
 
 async def store_user_message(
@@ -537,6 +559,9 @@ async def finish_turn(
     """
     if not await _holds_lease(session, start):
         await close_abandoned_runs(session, col(AgentRun.id) == start.run_id, "lease_lost")
+        closed = await session.get(AgentRun, start.run_id)
+        if closed is not None and closed.latency_ms is None:
+            _measure(closed, record)  # the logs still show what the lost turn cost
         return False
     run = await session.get(AgentRun, start.run_id)
     if run is None or run.status != "running":
@@ -558,13 +583,17 @@ async def finish_turn(
     run.error_code = record.error_code
     run.error_message = (record.error_message or "")[:2000] or None
     run.finished_at = utc_now()
+    _measure(run, record)
+    await _release(session, start.conversation_id, start.lease_token)
+    await session.flush()
+    return True
+
+
+def _measure(run: AgentRun, record: TurnRecord) -> None:
     run.latency_ms = record.latency_ms
     run.model_calls = record.model_calls
     run.input_tokens = record.input_tokens
     run.output_tokens = record.output_tokens
-    await _release(session, start.conversation_id, start.lease_token)
-    await session.flush()
-    return True
 
 
 async def _holds_lease(session: AsyncSession, start: TurnStart) -> bool:
@@ -637,8 +666,9 @@ async def abandon_turn(session: AsyncSession, start: TurnStart, code: str) -> No
     await _release(session, start.conversation_id, start.lease_token)
 
 
-async def renew_lease(session: AsyncSession, start: TurnStart, lease_seconds: int) -> None:
-    await session.execute(
+async def renew_lease(session: AsyncSession, start: TurnStart, lease_seconds: int) -> bool:
+    """Extend this turn's lease; False when another turn has taken the conversation over."""
+    result = await session.execute(
         update(Conversation)
         .where(
             col(Conversation.id) == start.conversation_id,
@@ -647,3 +677,4 @@ async def renew_lease(session: AsyncSession, start: TurnStart, lease_seconds: in
         .values(lease_expires_at=utc_now() + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

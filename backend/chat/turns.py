@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import openai
@@ -37,6 +37,7 @@ from backend.db import Database, is_database_unavailable
 from backend.errors import AppError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_TURNS_REPLY = (
     "I stopped after too many steps without finishing. The tool calls listed here are the only "
@@ -54,7 +55,7 @@ RECOVERY_MAX_DELAY = 2.0
 
 # Turns run as tasks of their own, so a client leaving does not stop them; keep a reference
 # until they end, and a way to wait for them at shutdown.
-_running: set[asyncio.Task[Any]] = set()
+_running: set[asyncio.Future[Any]] = set()
 
 
 class TurnFailed(AppError):
@@ -88,6 +89,13 @@ class DatabaseUnavailable(TurnFailed):
     code = "database_unavailable"
 
 
+class TurnCrashed(TurnFailed):
+    """A bug, not the model: the run is still closed and the lease released."""
+
+    status_code = 500
+    code = "internal_error"
+
+
 class TurnCancelled(TurnFailed):
     status_code = 499
     code = "cancelled"
@@ -119,8 +127,7 @@ class Turn:
         self.start = start
         self._events: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._run(work))
-        _running.add(self._task)
-        self._task.add_done_callback(_settled)
+        _track(self._task)
 
     def publish(self, event: TurnEvent) -> None:
         self._events.put_nowait(event)
@@ -163,7 +170,7 @@ async def wait_for_running_turns(grace_seconds: float) -> None:
         await asyncio.wait(list(_running), timeout=grace_seconds)
 
 
-def _settled(task: asyncio.Task[Any]) -> None:
+def _settled(task: asyncio.Future[Any]) -> None:
     _running.discard(task)
     if not task.cancelled():
         task.exception()  # the outcome reached the client as an event; nothing to log twice
@@ -269,18 +276,28 @@ class TurnRunner:
             return chat_response(replay.conversation_id, replay.response, replay.tool_calls)
         recorder = TurnRecorder(turn.publish)
         began = time.monotonic()
-        heartbeat = asyncio.create_task(self._keep_lease(start))
+        lease_lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lease(start, recorder, lease_lost))
         cancelled: asyncio.CancelledError | None = None
         try:
             outcome = await self._attempt(user_id, start, zone, recorder)
         except asyncio.CancelledError as exc:
             cancelled = exc
             outcome = _Outcome(failure=TurnCancelled("cancelled"), error="cancelled by the client")
+        except Exception as exc:  # a bug: the run is still closed and the lease released
+            logger.exception("turn of run %s crashed", start.run_id)
+            failure = TurnCrashed("The turn failed; please retry")
+            outcome = _Outcome(failure=failure, error=f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
+        if lease_lost.is_set():  # the heartbeat stopped the agent: another turn took over
+            outcome = _Outcome(failure=_superseded(), error="the lease was lost mid-turn")
         record = outcome.record(recorder, round((time.monotonic() - began) * 1000))
-        # Shielded: a cancel now must not stop the turn from being recorded.
-        await asyncio.shield(self._close(user_id, start, record, outcome.failure))
+        # Shielded and tracked: a cancel now must not stop the turn from being recorded, and
+        # shutdown waits for it.
+        closing = asyncio.ensure_future(self._close(user_id, start, record, outcome.failure))
+        _track(closing)
+        await asyncio.shield(closing)
         if cancelled is not None:
             raise cancelled
         if outcome.failure is not None:
@@ -378,15 +395,13 @@ class TurnRunner:
             if not is_database_unavailable(exc):
                 logger.exception("could not record run %s", start.run_id)
                 await self._abandon(start, "record_failed")
-                raise AppError("The answer could not be stored; please retry") from exc
+                raise TurnCrashed("The answer could not be stored; please retry") from exc
             logger.warning(
                 "could not record run %s (%s); retrying until the database is back",
                 start.run_id,
                 type(exc).__name__,
             )
-            recovery = asyncio.create_task(self._record_when_back(user_id, start, record))
-            _running.add(recovery)
-            recovery.add_done_callback(_running.discard)
+            _track(asyncio.create_task(self._record_when_back(user_id, start, record)))
             if failure is not None and not isinstance(failure, TurnCancelled):
                 raise failure from exc
             raise DatabaseUnavailable(
@@ -394,44 +409,78 @@ class TurnRunner:
                 "the same client_message_id in a few seconds"
             ) from exc
         if not kept:
-            raise TurnSuperseded(
-                "This turn ran too long and another one took over the conversation"
-            )
+            raise _superseded()
 
     async def _finish(self, user_id: str, start: TurnStart, record: TurnRecord) -> bool:
         async with self.database.session_scope(write=True) as session:
             return await chat_service.finish_turn(session, user_id, start, record)
 
     async def _record_when_back(self, user_id: str, start: TurnStart, record: TurnRecord) -> None:
-        delay = RECOVERY_FIRST_DELAY
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                kept = await self._finish(user_id, start, record)
-            except Exception as exc:
-                if is_database_unavailable(exc):
-                    delay = min(delay * 2, RECOVERY_MAX_DELAY)
-                    continue
-                logger.exception("could not record run %s after an outage", start.run_id)
-                await self._abandon(start, "record_failed")
-                return
-            logger.info("recorded run %s after an outage (kept=%s)", start.run_id, kept)
+        try:
+            kept = await _when_database_is_back(lambda: self._finish(user_id, start, record))
+        except Exception:
+            logger.exception("could not record run %s after an outage", start.run_id)
+            await self._abandon(start, "record_failed")
             return
+        logger.info("recorded run %s after an outage (kept=%s)", start.run_id, kept)
 
     async def _abandon(self, start: TurnStart, code: str) -> None:
-        try:
+        """Close the run and free the conversation, retrying through an outage."""
+
+        async def abandon() -> None:
             async with self.database.session_scope(write=True) as session:
                 await chat_service.abandon_turn(session, start, code)
+
+        try:
+            await _when_database_is_back(abandon, first_try_now=True)
         except Exception:
             logger.exception("could not close run %s; its lease will expire", start.run_id)
 
-    async def _keep_lease(self, start: TurnStart) -> None:
-        """Renew the lease while the agent works, so a long turn is never run twice."""
+    async def _keep_lease(
+        self, start: TurnStart, recorder: TurnRecorder, lost: asyncio.Event
+    ) -> None:
+        """Renew the lease while the agent works, so a long turn is never run twice.
+
+        If another turn took the conversation over, stop the agent now: it must not go on
+        changing tasks beside the new owner.
+        """
         lease_seconds = self.runtime.settings.chat_lease_seconds
         while True:
             await asyncio.sleep(lease_seconds / 3)
             try:
                 async with self.database.session_scope(write=True) as session:
-                    await chat_service.renew_lease(session, start, lease_seconds)
+                    held = await chat_service.renew_lease(session, start, lease_seconds)
             except Exception:
                 logger.warning("could not renew the lease of run %s", start.run_id)
+                continue
+            if not held:
+                logger.warning("run %s lost its lease; stopping it", start.run_id)
+                lost.set()
+                if recorder.result is not None:
+                    recorder.result.cancel()
+                return
+
+
+def _superseded() -> TurnSuperseded:
+    return TurnSuperseded("This turn ran too long and another one took over the conversation")
+
+
+def _track(task: asyncio.Future[Any]) -> None:
+    """Keep a reference to background work, and let shutdown wait for it."""
+    _running.add(task)
+    task.add_done_callback(_settled)
+
+
+async def _when_database_is_back(
+    write: Callable[[], Awaitable[T]], *, first_try_now: bool = False
+) -> T:
+    """Run `write` until it gets through an outage (backoff capped at RECOVERY_MAX_DELAY)."""
+    delay = 0.0 if first_try_now else RECOVERY_FIRST_DELAY
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return await write()
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+        delay = min(max(delay * 2, RECOVERY_FIRST_DELAY), RECOVERY_MAX_DELAY)
