@@ -11,10 +11,11 @@ import httpx
 from agents.items import TResponseOutputItem
 from agents.testing import ModelCall, ModelStep, ScriptedModel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backend.chat import service as chat_service
-from backend.chat.service import TurnRecord
+from backend.chat.service import TurnRecord, TurnStart
 from backend.clock import Clock
 from backend.db import Database
 from backend.models import AgentRun, Conversation, Message, Task
@@ -39,6 +40,21 @@ async def _seed_tasks(database: Database, user_id: str, count: int) -> list[int]
         session.add_all(tasks)
         await session.flush()
         return [task.id or 0 for task in tasks]
+
+
+async def _begin(
+    session: AsyncSession, message: str, client_message_id: str | None = None
+) -> TurnStart:
+    """A turn begun straight through the service, as a process that then dies would."""
+    return await chat_service.begin_turn(
+        session,
+        "alice",
+        conversation_id=None,
+        message=message,
+        client_message_id=client_message_id,
+        model_name="scripted",
+        lease_seconds=300,
+    )
 
 
 def calls_in_one_response(name: str, arguments: list[dict[str, Any]]) -> list[TResponseOutputItem]:
@@ -245,15 +261,7 @@ async def test_a_dead_turns_journaled_tool_calls_are_kept_when_its_run_is_closed
         }
     ]
     async with database.session_scope(write=True) as session:
-        start = await chat_service.begin_turn(
-            session,
-            "alice",
-            conversation_id=None,
-            message="add water plants",
-            client_message_id="w-1",
-            model_name="scripted",
-            lease_seconds=300,
-        )
+        start = await _begin(session, "add water plants", "w-1")
         await chat_service.journal_tool_calls(session, start.run_id, journaled)
     clock.advance(timedelta(seconds=301))  # the dead process's lease lapses
 
@@ -283,15 +291,7 @@ async def test_start_up_closes_runs_left_running_by_a_dead_process(
     chat_client: AppFactory, database: Database, clock: Clock
 ) -> None:
     async with database.session_scope(write=True) as session:
-        await chat_service.begin_turn(
-            session,
-            "alice",
-            conversation_id=None,
-            message="hello",
-            client_message_id=None,
-            model_name="scripted",
-            lease_seconds=300,
-        )
+        await _begin(session, "hello")
     clock.advance(timedelta(seconds=301))
     async with chat_client(ScriptedModel([])):
         pass
@@ -301,15 +301,7 @@ async def test_start_up_closes_runs_left_running_by_a_dead_process(
 
 async def test_a_record_for_a_run_already_closed_stores_nothing(database: Database) -> None:
     async with database.session_scope(write=True) as session:
-        start = await chat_service.begin_turn(
-            session,
-            "alice",
-            conversation_id=None,
-            message="hello",
-            client_message_id=None,
-            model_name="scripted",
-            lease_seconds=300,
-        )
+        start = await _begin(session, "hello")
         await chat_service.abandon_turn(session, start, "cancelled")
     record = TurnRecord("succeeded", "late reply", [], 1, 1, None, None)
     async with database.session_scope(write=True) as session:
