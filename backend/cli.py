@@ -371,7 +371,7 @@ def _parser() -> argparse.ArgumentParser:
         "list", help="Recent turns, newest last.", description="Recent turns."
     )
     listing.add_argument("--user", help="only this user")
-    listing.add_argument("--status", choices=["running", "succeeded", "failed"])
+    listing.add_argument("--status", choices=["running", "succeeded", "stopped", "failed"])
     listing.add_argument("--since", help="only this recent: 30m, 1h, 2d")
     listing.add_argument("--limit", type=int, default=50)
     show = views.add_parser(

@@ -32,15 +32,11 @@ from backend.chat.chatkit_store import CHANNEL, ChatKitContext, ConversationStor
 from backend.chat.recorder import AgentStreamEvent, ToolCallFinished, ToolCallStarted, TurnError
 from backend.chat.router import user_zone
 from backend.chat.turns import Turn, TurnRunner
-from backend.db import is_database_unavailable
 from backend.deps import CurrentUser
 from backend.errors import AppError, ErrorBody, InvalidInput, NotFound
 from backend.web import ERROR_RESPONSES
 
 logger = logging.getLogger(__name__)
-
-
-DATABASE_UNAVAILABLE = "The database is unavailable right now; your message is kept, retry shortly"
 
 
 class _RunEvents:
@@ -159,12 +155,8 @@ class TodoChatKitServer(ChatKitServer[ChatKitContext]):
             start = await self.turns.begin_for_stored(
                 context.user_id, conversation.id or 0, input_user_message.id, CHANNEL
             )
-        except AppError as exc:
+        except AppError as exc:  # busy, or the database is unavailable (DatabaseOutage)
             raise CustomStreamError(exc.message, allow_retry=_retryable(exc)) from exc
-        except Exception as exc:
-            if not is_database_unavailable(exc):
-                raise
-            raise CustomStreamError(DATABASE_UNAVAILABLE, allow_retry=True) from exc
         if not thread.title:
             thread.title = conversation.title  # the server then emits thread.updated
         agent_context: AgentContext[ChatKitContext] = AgentContext(
@@ -210,11 +202,6 @@ async def _guarded(result: StreamingResult) -> AsyncGenerator[bytes, None]:
         yield _error_chunk(exc.message, allow_retry=_retryable(exc))
     except (NotFoundError, ValueError) as exc:
         yield _error_chunk(str(exc) or "Not found", allow_retry=False)
-    except Exception as exc:
-        if not is_database_unavailable(exc):
-            raise
-        logger.error("database unavailable during a ChatKit stream: %s", type(exc).__name__)
-        yield _error_chunk(DATABASE_UNAVAILABLE, allow_retry=True)
 
 
 @router.post(

@@ -199,7 +199,7 @@ class TurnRecorder:
         return calls, usage.input_tokens or None, usage.output_tokens or None
 
 
-def public_call(call: dict[str, Any]) -> dict[str, Any]:
+def _public_call(call: dict[str, Any]) -> dict[str, Any]:
     return ToolCall(
         name=call["name"],
         arguments=call["arguments"],
@@ -212,5 +212,5 @@ def chat_response(conversation_id: int, reply: str, calls: list[dict[str, Any]])
     return ChatResponse(
         conversation_id=conversation_id,
         response=reply,
-        tool_calls=[ToolCall.model_validate(public_call(call)) for call in calls],
+        tool_calls=[ToolCall.model_validate(_public_call(call)) for call in calls],
     )

@@ -33,7 +33,7 @@ from backend.chat.recorder import TurnDone, TurnError, TurnEvent, TurnRecorder, 
 from backend.chat.schemas import ChatRequest, ChatResponse
 from backend.chat.service import TurnRecord, TurnStart
 from backend.clock import utc_now
-from backend.db import Database, is_database_unavailable
+from backend.db import Database, DatabaseOutage, is_database_unavailable
 from backend.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -82,11 +82,6 @@ class TurnLimitReached(TurnFailed):
 class TurnSuperseded(TurnFailed):
     status_code = 409
     code = "turn_superseded"
-
-
-class DatabaseUnavailable(TurnFailed):
-    status_code = 503
-    code = "database_unavailable"
 
 
 class TurnCrashed(TurnFailed):
@@ -181,7 +176,7 @@ class _Outcome:
     """How the agent part of a turn ended."""
 
     reply: str | None = None
-    failure: TurnFailed | None = None
+    failure: AppError | None = None
     error: str | None = None
     stopped: str | None = None  # the per-turn limit that stopped it
 
@@ -310,11 +305,8 @@ class TurnRunner:
         budget = ToolBudget.from_settings(self.runtime.settings)
         try:
             history = to_input_items(await self._history(start))
-        except Exception as exc:
-            if not is_database_unavailable(exc):
-                raise
-            unavailable = DatabaseUnavailable("The database is unavailable; your message is kept")
-            return _Outcome(failure=unavailable, error=f"{type(exc).__name__}: {exc}")
+        except DatabaseOutage as exc:
+            return _Outcome(failure=exc, error=f"{type(exc.__cause__).__name__}: {exc.__cause__}")
         try:
             reply = await self._run_agent(user_id, start, history, zone, recorder, budget)
         except asyncio.CancelledError:
@@ -382,7 +374,7 @@ class TurnRunner:
             logger.warning("could not journal run %s: %s", start.run_id, type(exc).__name__)
 
     async def _close(
-        self, user_id: str, start: TurnStart, record: TurnRecord, failure: TurnFailed | None
+        self, user_id: str, start: TurnStart, record: TurnRecord, failure: AppError | None
     ) -> None:
         """The last short transaction; raises unless the record is stored.
 
@@ -404,7 +396,7 @@ class TurnRunner:
             _track(asyncio.create_task(self._record_when_back(user_id, start, record)))
             if failure is not None and not isinstance(failure, TurnCancelled):
                 raise failure from exc
-            raise DatabaseUnavailable(
+            raise DatabaseOutage(
                 "The database is unavailable, so the answer could not be stored; retry with "
                 "the same client_message_id in a few seconds"
             ) from exc

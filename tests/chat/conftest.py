@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -123,8 +124,6 @@ def texts_in(model_input: Any) -> list[str]:
 
 def echo_model(steps: int = 50, delay: float = 0.0) -> ScriptedModel:
     """Answers every call with the last user text it saw (after an optional pause)."""
-    import asyncio
-
     from agents.testing import ModelCall, ModelStep
 
     async def respond(model_call: ModelCall) -> Any:
@@ -141,3 +140,22 @@ def echo_model(steps: int = 50, delay: float = 0.0) -> ScriptedModel:
 
 
 Respond = Callable[[Any], Awaitable[Any]]
+
+
+async def until_a_turn_runs(database: Database, seconds: float = 20.0) -> None:
+    """Wait until some turn has begun (its run is `running`), however loaded the machine."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from backend.models import AgentRun
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        async with database.session_scope() as session:
+            running = await session.scalar(
+                select(col(AgentRun.id)).where(col(AgentRun.status) == "running").limit(1)
+            )
+        if running is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no turn began")

@@ -75,6 +75,26 @@ async def test_logs_list_shows_runs_and_filters_failures(
     assert "alice" not in other_user
 
 
+async def test_logs_list_filters_turns_stopped_at_a_limit(
+    chat_client: AppFactory,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    three_calls = call("list_tasks", {}) + call("list_tasks", {}) + call("list_tasks", {})
+    model = ScriptedModel([three_calls, reply("never used")])
+    async with chat_client(model, chat_max_tool_calls=2) as client:
+        response = await client.post(
+            "/api/alice/chat", json={"message": "look three times"}, headers=auth("alice")
+        )
+        assert response.status_code == 200
+    stopped = await _run_cli(
+        ["logs", "list", "--status", "stopped"], database_url, monkeypatch, capsys
+    )
+    assert stopped.count("alice") == 1
+    assert "tool_call_limit" in stopped
+
+
 async def test_logs_show_prints_the_transcript_with_tool_calls_and_errors(
     chat_client: AppFactory,
     database_url: str,

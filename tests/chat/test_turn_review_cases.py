@@ -26,7 +26,7 @@ import backend.chat.chatkit as chatkit_module
 import backend.chat.turns as turns_module
 from backend.db import Database
 from backend.models import AgentRun, Conversation, Message, Task
-from tests.chat.conftest import AppFactory, call, echo_model, reply, texts_in
+from tests.chat.conftest import AppFactory, call, echo_model, reply, texts_in, until_a_turn_runs
 from tests.chat.test_chatkit import created_thread, rows, stream, user_input
 from tests.conftest import auth
 
@@ -89,7 +89,7 @@ async def test_an_unexpected_error_before_the_agent_still_closes_the_run(
 async def test_a_chatkit_message_while_a_turn_runs_is_refused_and_not_stored(
     chat_client: AppFactory, database: Database
 ) -> None:
-    async with chat_client(echo_model(delay=1.0)) as client:
+    async with chat_client(echo_model(delay=3.0)) as client:
         created = ThreadsCreateReq(params=ThreadCreateParams(input=user_input("one")))
         thread_id = created_thread(await stream(client, "alice", created))
         [conversation] = await rows(database, Conversation)
@@ -100,7 +100,7 @@ async def test_a_chatkit_message_while_a_turn_runs_is_refused_and_not_stored(
                 headers=auth("alice"),
             )
         )
-        await asyncio.sleep(0.3)
+        await until_a_turn_runs(database)
         added = ThreadAddUserMessageParams(thread_id=thread_id, input=user_input("three"))
         events = await stream(client, "alice", ThreadsAddUserMessageReq(params=added))
         assert (await slow).status_code == 200
@@ -146,7 +146,7 @@ async def test_a_failed_message_retried_while_a_later_one_runs_is_outdated(
             headers=auth("alice"),
         )
         assert failed.status_code == 502
-    async with chat_client(echo_model(delay=1.0)) as client:
+    async with chat_client(echo_model(delay=3.0)) as client:
         [conversation] = await rows(database, Conversation)
         later = asyncio.create_task(
             client.post(
@@ -155,7 +155,7 @@ async def test_a_failed_message_retried_while_a_later_one_runs_is_outdated(
                 headers=auth("alice"),
             )
         )
-        await asyncio.sleep(0.3)
+        await until_a_turn_runs(database)
         retried = await client.post(
             "/api/alice/chat",
             json={"message": "one", "client_message_id": "o-1"},
@@ -174,7 +174,7 @@ async def test_a_turn_that_loses_its_lease_stops_at_the_next_heartbeat(
         turn = asyncio.create_task(
             client.post("/api/alice/chat", json={"message": "hi"}, headers=auth("alice"))
         )
-        await asyncio.sleep(0.5)
+        await until_a_turn_runs(database)
         async with database.session_scope(write=True) as session:  # another turn took over
             [conversation] = (await session.scalars(select(Conversation))).all()
             conversation.lease_owner = "someone-else"

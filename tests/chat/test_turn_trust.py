@@ -19,7 +19,7 @@ from backend.chat.service import TurnRecord, TurnStart
 from backend.clock import Clock
 from backend.db import Database
 from backend.models import AgentRun, Conversation, Message, Task
-from tests.chat.conftest import AppFactory, call, echo_model, reply
+from tests.chat.conftest import AppFactory, call, echo_model, reply, until_a_turn_runs
 from tests.conftest import auth
 
 
@@ -82,14 +82,14 @@ async def test_a_client_message_id_reused_for_another_message_is_refused(
 
 
 async def test_a_duplicate_of_a_turn_in_flight_on_an_existing_conversation_is_in_progress(
-    chat_client: AppFactory,
+    chat_client: AppFactory, database: Database
 ) -> None:
-    async with chat_client(echo_model(delay=0.5)) as client:
+    async with chat_client(echo_model(delay=3.0)) as client:
         opened = await _say(client, "alice", "first")
         conversation_id = opened.json()["conversation_id"]
         body = {"conversation_id": conversation_id, "client_message_id": "dup-1"}
         running = asyncio.create_task(_say(client, "alice", "second", **body))
-        await asyncio.sleep(0.2)
+        await until_a_turn_runs(database)
         duplicate = await _say(client, "alice", "second", **body)
         first_answer = await running
     assert first_answer.status_code == 200
