@@ -45,10 +45,22 @@ async def current_user_id(
 
 
 CurrentUser = Annotated[str, Depends(current_user_id)]
+# PostgreSQL cannot store NUL, and control characters are never a real subject.
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
 async def path_user_id(
-    user_id: Annotated[str, Path(min_length=1, max_length=128)], caller: CurrentUser
+    user_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=128,
+            pattern=USER_ID_PATTERN,
+            description="The token's subject, percent-encoded in the path (no control characters).",
+            examples=["user-123", "пользователь-😀"],
+        ),
+    ],
+    caller: CurrentUser,
 ) -> str:
     if user_id != caller:
         raise Forbidden("This token cannot act for that user", code="user_mismatch")

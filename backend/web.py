@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.db import is_database_unavailable
@@ -23,6 +24,7 @@ logger = logging.getLogger("backend.http")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+MAX_LOGGED_PATH = 200
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -35,6 +37,19 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+def loggable_path(scope: Scope) -> str:
+    """The request path for a log line: decoded paths may hold NUL, newlines or escapes that
+    would forge or break lines, so anything unprintable is escaped and the length capped."""
+    path = str(scope.get("path", ""))
+    escaped = "".join(
+        ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode()
+        for ch in path[: MAX_LOGGED_PATH + 1]
+    )
+    if len(path) > MAX_LOGGED_PATH or len(escaped) > MAX_LOGGED_PATH:
+        return escaped[:MAX_LOGGED_PATH] + "..."
+    return escaped
 
 
 class RequestIdMiddleware:
@@ -71,7 +86,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, tracking_send)
         except Exception:
             # Rendered here, inside the request id, rather than by Starlette's outer handler.
-            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            logger.exception("unhandled error on %s %s", scope.get("method"), loggable_path(scope))
             if not started:
                 await error_response(500, "Internal server error", "internal_error")(
                     scope, receive, send_with_id
@@ -143,7 +158,7 @@ def _log(status: int, code: str, request: Request) -> None:
     if request.scope.get("state", {}).get("body_rejected"):
         return
     level = logging.ERROR if status >= 500 else logging.WARNING
-    logger.log(level, "%s %s -> %s %s", request.method, request.url.path, status, code)
+    logger.log(level, "%s %s -> %s %s", request.method, loggable_path(request.scope), status, code)
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
@@ -176,18 +191,45 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method some route serves on this path; Starlette names only the first route's.
+
+    Each method is tried against the routes rather than reading them, since included routers
+    nest their routes. None when a mounted app refused the method itself: it knows its own."""
+    routes = request.app.router.routes
+
+    def served(method: str) -> bool:
+        probe = {**request.scope, "method": method}
+        return any(route.matches(probe)[0] is Match.FULL for route in routes)
+
+    if served(request.method):
+        return None
+    return ", ".join(method for method in _METHODS if served(method))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     _log(exc.status_code, code, request)
-    return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers["Allow"] = allowed
+    return error_response(exc.status_code, str(exc.detail), code, headers)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_database_unavailable(exc):
         raise exc  # a bug, not an outage: RequestIdMiddleware logs it and answers 500
     logger.error(
-        "database error on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        "database error on %s %s: %s",
+        request.method,
+        loggable_path(request.scope),
+        type(exc).__name__,
     )
     return error_response(
         503, "The database is unavailable; nothing was changed", "database_unavailable"
@@ -206,8 +248,10 @@ def install_error_handlers(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
+        400: "The body is not UTF-8 text (bad_request)",
         401: "Missing or invalid bearer token",
         403: "The token's user is not the path's user",
+        404: "No such resource for this user, or no such route",
         413: "Request body too large",
         422: "Invalid input",
         503: "Database or key set unavailable",

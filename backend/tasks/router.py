@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 
@@ -52,8 +53,9 @@ async def create_task(
 ) -> TaskPublic:
     """Create a task."""
     task = await service.create_task(session, user_id, data)
+    # url_for inserts values verbatim; a header holds only ASCII-safe text.
     response.headers["Location"] = request.url_for(
-        "get_task", user_id=user_id, task_id=task.id
+        "get_task", user_id=quote(user_id, safe=""), task_id=task.id
     ).path
     return TaskPublic.model_validate(task)
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dateutil.rrule import rrulestr
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from backend.models import Priority
 
@@ -31,6 +35,80 @@ MAX_TASK_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 SIMPLE_RECURRENCES = ("daily", "weekly", "monthly")
 
 
+# Python's str.strip() whitespace as the inside of a regex class, so a server check and the
+# OpenAPI pattern read the same set (ECMA-262 `\s` is a different one).
+SPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_S = SPACE_CLASS
+TAG_PATTERN = rf"^[{_S}]*#*[^{_S},#\x00][^{_S},\x00]{{0,{MAX_TAG - 1}}}[{_S}]*$"
+"""A tag as sent: 1-32 characters without whitespace or commas, leading `#`s and surrounding
+whitespace dropped. The one definition: validation and the OpenAPI document both use it."""
+_TAG = re.compile(TAG_PATTERN)
+
+
+def _any_case(*words: str) -> str:
+    """Alternatives in any letter case, without flags (the OpenAPI regex dialect has none)."""
+    spelled = ("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in w) for w in words)
+    return "(" + "|".join(spelled) + ")"
+
+
+def _listed(value: str) -> str:
+    return f"{value}(,{value})*"
+
+
+_SIGNED = "[+-]?"
+_RRULE_PARTS = {
+    "INTERVAL": "[1-9][0-9]{0,5}",
+    "COUNT": "[1-9][0-9]{0,5}",
+    # Naive dates only: the rule is checked against a naive start (a `Z` one is refused).
+    "UNTIL": "(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])"
+    + _any_case("T")
+    + "([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]|(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])",
+    "WKST": _any_case("MO", "TU", "WE", "TH", "FR", "SA", "SU"),
+    "BYDAY": _listed(
+        f"({_SIGNED}([1-9]|[1-4][0-9]|5[0-3]))?"
+        + _any_case("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+    ),
+    "BYMONTH": _listed("([1-9]|1[0-2])"),
+    "BYMONTHDAY": _listed(f"{_SIGNED}([1-9]|[12][0-9]|3[01])"),
+    "BYYEARDAY": _listed(f"{_SIGNED}([1-9]|[1-9][0-9]|[12][0-9]{{2}}|3[0-5][0-9]|36[0-6])"),
+    "BYWEEKNO": _listed(f"{_SIGNED}([1-9]|[1-4][0-9]|5[0-3])"),
+    "BYSETPOS": _listed(f"{_SIGNED}([1-9]|[1-9][0-9]|[12][0-9]{{2}}|3[0-5][0-9]|36[0-6])"),
+    "BYHOUR": _listed("([01]?[0-9]|2[0-3])"),
+    "BYMINUTE": _listed("[0-5]?[0-9]"),
+    "BYSECOND": _listed("[0-5]?[0-9]"),
+}
+# Sub-daily rules can name hours no interval reaches, which dateutil refuses; a task repeats
+# daily at most.
+_FREQUENCY = _any_case("YEARLY", "MONTHLY", "WEEKLY", "DAILY")
+_RRULE = (
+    f"{_any_case('RRULE:')}?{_any_case('FREQ')}={_FREQUENCY}"
+    + "(;("
+    + "|".join(f"{_any_case(name)}=({value})" for name, value in _RRULE_PARTS.items())
+    + "))*"
+)
+RECURRENCE_PATTERN = (
+    f"^[{SPACE_CLASS}]*({_any_case(*SIMPLE_RECURRENCES, 'none')}|{_RRULE})?[{SPACE_CLASS}]*$"
+)
+"""Empty or `none` (no repeat), daily/weekly/monthly, or an RFC 5545 RRULE with FREQ first; any
+letter case. Everything it matches dateutil accepts, so the OpenAPI pattern is the whole rule."""
+_RECURRENCE = re.compile(RECURRENCE_PATTERN)
+DATE_TIME_PATTERN = r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}[Tt ]"
+"""How a date-time starts: an ISO 8601 date (pydantic would also read numbers as Unix times) in
+the years 1900-2999, so that every offset still gives a UTC instant Python can hold."""
+_DATE_TIME_START = re.compile(DATE_TIME_PATTERN)
+
+
+def _iso_only(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _DATE_TIME_START.match(value):
+        raise ValueError(
+            "must be an ISO 8601 date-time with an offset in the years 1900-2999, "
+            "e.g. 2030-01-31T09:00:00Z"
+        )
+    return value
+
+
 def _to_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
@@ -38,7 +116,12 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("date is out of range") from exc
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_only),
+    AfterValidator(_to_utc),
+    Field(json_schema_extra={"pattern": DATE_TIME_PATTERN}),
+]
 """Any offset is accepted; the value is kept as the same instant in UTC."""
 
 
@@ -48,23 +131,54 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _normalise_tags(value: list[str]) -> list[str]:
-    seen: list[str] = []
-    for raw in value:
-        tag = raw.strip().lstrip("#").lower()
-        if not 1 <= len(tag) <= MAX_TAG:
-            raise ValueError(f"each tag must be 1-{MAX_TAG} characters")
-        if any(ch.isspace() or ch in ",\x00" for ch in tag):
-            raise ValueError("tags must not contain spaces, commas or NUL")
-        if tag not in seen:
-            seen.append(tag)
-    return seen
+def _unicode(value: str) -> str:
+    # JSON may escape a lone surrogate, which no database can store.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text") from exc
+    return value
+
+
+def _trimmed_pattern(max_length: int, *, required: bool) -> str:
+    """Surrounding whitespace, then 0 or 1 to `max_length` characters without NUL, trimmed."""
+    body = rf"[^{SPACE_CLASS}\x00]([^\x00]{{0,{max_length - 2}}}[^{SPACE_CLASS}\x00])?"
+    return rf"^[{SPACE_CLASS}]*{body if required else f'({body})?'}[{SPACE_CLASS}]*$"
+
+
+def _trimmed(max_length: int, *, required: bool) -> AfterValidator:
+    """Trims whitespace after checking the text against the pattern the document shows."""
+    compiled = re.compile(_trimmed_pattern(max_length, required=required))
+    problem = f"must be {int(required)}-{max_length} characters after trimming, without NUL"
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(problem)
+        return value.strip()
+
+    return AfterValidator(check)
+
+
+def _normalise_tag(raw: str) -> str:
+    _unicode(raw)
+    if not _TAG.fullmatch(raw):
+        raise ValueError(f"each tag must be 1-{MAX_TAG} characters without spaces, commas or NUL")
+    # "İ" is the one letter whose lowercase is two characters; Turkish reads it as "i".
+    return raw.strip().lstrip("#").replace("\u0130", "i").lower()
+
+
+def _unique(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
 
 
 def normalise_recurrence(value: str | None) -> str | None:
     """None, one of daily/weekly/monthly, or an RFC 5545 RRULE (checked with dateutil)."""
     if value is None:
         return None
+    if not _RECURRENCE.fullmatch(_unicode(value)):
+        raise ValueError(
+            "recurrence must be daily, weekly, monthly or an RRULE such as FREQ=WEEKLY;BYDAY=MO"
+        )
     text = value.strip()
     if not text or text.lower() == "none":
         return None
@@ -72,7 +186,10 @@ def normalise_recurrence(value: str | None) -> str | None:
         return text.lower()
     rule = text.upper().removeprefix("RRULE:")
     try:
-        rrulestr(rule, dtstart=datetime(2000, 1, 1))
+        with warnings.catch_warnings():
+            # COUNT with UNTIL: still accepted, only deprecated by dateutil.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rrulestr(rule, dtstart=datetime(2000, 1, 1))
     except (ValueError, TypeError) as exc:
         raise ValueError(
             "recurrence must be daily, weekly, monthly or an RRULE such as FREQ=WEEKLY;BYDAY=MO"
@@ -82,20 +199,35 @@ def normalise_recurrence(value: str | None) -> str | None:
 
 Title = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE),
-    AfterValidator(_no_nul),
+    AfterValidator(_unicode),
+    _trimmed(MAX_TITLE, required=True),
+    Field(json_schema_extra={"pattern": _trimmed_pattern(MAX_TITLE, required=True)}),
 ]
 SearchText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=MAX_SEARCH), AfterValidator(_no_nul)
+    str,
+    AfterValidator(_unicode),
+    _trimmed(MAX_SEARCH, required=False),
+    Field(json_schema_extra={"pattern": _trimmed_pattern(MAX_SEARCH, required=False)}),
 ]
-Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION), AfterValidator(_no_nul)]
-Tags = Annotated[list[str], Field(max_length=MAX_TAGS), AfterValidator(_normalise_tags)]
+Description = Annotated[
+    str,
+    StringConstraints(max_length=MAX_DESCRIPTION),
+    AfterValidator(_unicode),
+    AfterValidator(_no_nul),
+    Field(json_schema_extra={"pattern": r"^[^\x00]*$"}),
+]
+Tag = Annotated[
+    str,
+    AfterValidator(_normalise_tag),
+    Field(json_schema_extra={"pattern": TAG_PATTERN}),
+]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_unique)]
 Recurrence = (
     Annotated[
         str,
         StringConstraints(max_length=MAX_RECURRENCE),
-        AfterValidator(_no_nul),
         AfterValidator(normalise_recurrence),
+        Field(json_schema_extra={"pattern": RECURRENCE_PATTERN}),
     ]
     | None
 )
@@ -123,17 +255,27 @@ class TaskReplace(TaskCreate):
     completed: bool = False
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _not_null() -> Any:
+    """Optional but never null: absent means unchanged, and there is nothing to clear it to.
+    The document shows neither null nor the internal None default."""
+    return Field(default=None, json_schema_extra=_no_default)
+
+
 class TaskUpdate(_Input):
     """Only the fields sent are changed; `null` clears an optional field."""
 
-    title: Title | None = None
+    title: Title | SkipJsonSchema[None] = _not_null()
     description: Description | None = None
-    priority: Priority | None = None
+    priority: Priority | SkipJsonSchema[None] = _not_null()
     tags: Tags | None = None
     due_at: UtcDatetime | None = None
     remind_at: UtcDatetime | None = None
     recurrence: Recurrence = None
-    completed: bool | None = None
+    completed: bool | SkipJsonSchema[None] = _not_null()
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> TaskUpdate:
@@ -155,7 +297,7 @@ class TaskQuery(_Input):
 
     status: Literal["all", "pending", "completed"] = "all"
     priority: Priority | None = None
-    tag: Annotated[list[str], Field(max_length=MAX_TAGS), AfterValidator(_normalise_tags)] = Field(
+    tag: Tags = Field(
         default_factory=list, description="Repeatable; every tag given must be on the task."
     )
     q: SearchText | None = Field(
