@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from fastapi import APIRouter, Header, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from sse_starlette import EventSourceResponse
 
 from backend.chat import service as chat_service
@@ -21,6 +23,9 @@ from backend.chat.recorder import (
     TurnError,
 )
 from backend.chat.schemas import (
+    MAX_DB_INT,
+    MESSAGE_PAGE_DEFAULT,
+    MESSAGE_PAGE_MAX,
     ChatRequest,
     ChatResponse,
     ConversationDetail,
@@ -37,11 +42,24 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/{user_id}", tags=["chat"], responses=ERROR_RESPONSES)
 
-ConversationId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-_TURN_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": description}
-    for code, description in {
-        404: "No such conversation for this user",
+ConversationId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+
+
+def _documented(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"model": ErrorBody, "description": description}
+        for code, description in descriptions.items()
+    }
+
+
+_NOT_FOUND_TEXT = "No such conversation for this user (conversation_not_found)"
+_NOT_FOUND = _documented({404: _NOT_FOUND_TEXT})
+_TURN_ERRORS = _documented(
+    {
+        400: "The body is not JSON (bad_request)",
+        404: _NOT_FOUND_TEXT,
+        406: "The Accept header allows neither application/json nor text/event-stream "
+        "(not_acceptable)",
         409: "Another turn is running in this conversation (conversation_busy / "
         "turn_in_progress), the turn lost its lease (turn_superseded), the client_message_id "
         "was used for another message (idempotency_key_reused), or later turns were answered "
@@ -50,20 +68,123 @@ _TURN_ERRORS: dict[int | str, dict[str, Any]] = {
         503: "The task tools or the database are unavailable (tools_unavailable, "
         "database_unavailable); the message is kept, retry with the same client_message_id",
         504: "The model timed out (model_timeout)",
-    }.items()
-}
+    }
+)
 
 
-def user_zone(x_timezone: Annotated[str | None, Header(max_length=64)] = None) -> ZoneInfo:
-    if not x_timezone:
+class NotAcceptable(AppError):
+    status_code = 406
+    code = "not_acceptable"
+
+
+@cache
+def zone_names() -> frozenset[str]:
+    # "localtime" is this server's own setting, not a zone a client can mean.
+    return frozenset(available_timezones() - {"localtime"})
+
+
+def user_zone(x_timezone: str | None) -> ZoneInfo:
+    """The zone an X-Timezone header names; absent means UTC.
+
+    Only the zone database's names count, not any file path under it (`posix/...`), so the
+    list the OpenAPI document gives is exactly what works.
+    """
+    if x_timezone is None:
         return ZoneInfo("UTC")
-    try:
-        return ZoneInfo(x_timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInput(
-            f"X-Timezone must be an IANA zone name such as Europe/Paris, not {x_timezone!r}",
-            code="invalid_timezone",
-        ) from exc
+    if x_timezone in zone_names():
+        try:
+            return ZoneInfo(x_timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise InvalidInput(
+        f"X-Timezone must be an IANA zone name such as Europe/Paris, not {x_timezone!r}",
+        code="invalid_timezone",
+    )
+
+
+def _zone_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted(zone_names())
+
+
+def _header_zone(
+    x_timezone: Annotated[
+        str,
+        Header(
+            description="How to read times such as 'tomorrow at 5pm': an IANA zone name.",
+            json_schema_extra=_zone_enum,
+        ),
+    ] = "UTC",
+) -> ZoneInfo:
+    return user_zone(x_timezone)
+
+
+UserZone = Annotated[ZoneInfo, Depends(_header_zone)]
+
+# RFC 9110 media ranges. A quoted parameter value may hold commas and semicolons.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_LIST_ELEMENT = re.compile(rf"(?:[^,\"]|{_QUOTED})+")
+_MEDIA_RANGE = re.compile(
+    rf"\s*({_TOKEN})/({_TOKEN})((?:\s*;\s*(?:{_TOKEN}\s*=\s*(?:{_TOKEN}|{_QUOTED}))?)*)\s*"
+)
+_PARAMETER = re.compile(rf";\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})")
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+_JSON = ("application", "json")
+_EVENT_STREAM = ("text", "event-stream")
+
+
+def _media_ranges(accept: str) -> list[tuple[str, str, int]]:
+    """(type, subtype, weight in thousandths) of each well-formed range; others are skipped."""
+    ranges = []
+    for element in _LIST_ELEMENT.findall(accept):
+        match = _MEDIA_RANGE.fullmatch(element)
+        if match is None:
+            continue
+        kind, subtype = match.group(1).lower(), match.group(2).lower()
+        weight = _weight(match.group(3))
+        if weight is not None and (kind != "*" or subtype == "*"):
+            ranges.append((kind, subtype, weight))
+    return ranges
+
+
+def _weight(parameters: str) -> int | None:
+    for name, value in _PARAMETER.findall(parameters):
+        if name.lower() == "q":
+            return round(float(value) * 1000) if _QVALUE.fullmatch(value) else None
+    return 1000
+
+
+def _preference(ranges: list[tuple[str, str, int]], media: tuple[str, str]) -> tuple[int, int]:
+    """(quality, specificity) the client gives `media`: its most specific matching range counts."""
+    best = (0, -1)
+    for kind, subtype, quality in ranges:
+        if (kind, subtype) == media:
+            specificity = 2
+        elif kind == media[0] and subtype == "*":
+            specificity = 1
+        elif (kind, subtype) == ("*", "*"):
+            specificity = 0
+        else:
+            continue
+        if specificity > best[1] or (specificity == best[1] and quality > best[0]):
+            best = (quality, specificity)
+    return best
+
+
+def negotiate(accept: str | None) -> Literal["json", "event-stream"]:
+    """JSON or Server-Sent Events, by the Accept header (see specs/chat.md)."""
+    ranges = _media_ranges(accept or "")
+    if not ranges:  # absent, empty or unreadable: anything goes
+        return "json"
+    json_pref = _preference(ranges, _JSON)
+    stream_pref = _preference(ranges, _EVENT_STREAM)
+    if json_pref[0] == 0 and stream_pref[0] == 0:
+        raise NotAcceptable(
+            "This endpoint answers application/json or text/event-stream; "
+            "the Accept header allows neither"
+        )
+    # A tie goes to JSON: a stream only for a client that prefers it.
+    return "event-stream" if stream_pref > json_pref else "json"
 
 
 def _turns(request: Request) -> TurnRunner:
@@ -77,25 +198,23 @@ def _turns(request: Request) -> TurnRunner:
     responses={
         **_TURN_ERRORS,
         200: {
-            "description": "The reply, or with `Accept: text/event-stream` a stream of events: "
-            "conversation, delta, tool_call_started, tool_call_finished, then done or error.",
-            "content": {"text/event-stream": {}},
+            "description": "The reply as JSON, or, when the Accept header prefers "
+            "text/event-stream, a stream of events: conversation, delta, tool_call_started, "
+            "tool_call_finished, then done or error.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
     },
 )
 async def chat(
-    user_id: PathUser,
-    body: ChatRequest,
-    request: Request,
-    accept: Annotated[str, Header()] = "application/json",
-    x_timezone: Annotated[str | None, Header(max_length=64)] = None,
+    user_id: PathUser, body: ChatRequest, request: Request, zone: UserZone
 ) -> ChatResponse | EventSourceResponse:
     """Send a message; the assistant answers, using the task tools as needed."""
-    zone = user_zone(x_timezone)
+    # Accept is read here, not declared: OpenAPI ignores an Accept parameter.
+    media = negotiate(", ".join(request.headers.getlist("accept")) or None)
     runner = _turns(request)
     start = await runner.begin(user_id, body)
     turn = runner.run(user_id, start, zone)
-    if "text/event-stream" in accept:
+    if media == "event-stream":
         return EventSourceResponse(_sse(turn), ping=15)
     return await turn.result()
 
@@ -146,26 +265,45 @@ async def list_conversations(
 
 
 @router.get(
-    "/conversations/{conversation_id}",
-    response_model=ConversationDetail,
-    responses={404: _TURN_ERRORS[404]},
+    "/conversations/{conversation_id}", response_model=ConversationDetail, responses=_NOT_FOUND
 )
 async def get_conversation(
-    user_id: PathUser, session: ReadSession, conversation_id: ConversationId
+    user_id: PathUser,
+    session: ReadSession,
+    conversation_id: ConversationId,
+    limit: Annotated[
+        int, Query(ge=1, le=MESSAGE_PAGE_MAX, description="Messages per page.")
+    ] = MESSAGE_PAGE_DEFAULT,
+    before: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_DB_INT, description="Only messages with a smaller `seq` (older)."),
+    ] = None,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_DB_INT,
+            description="Only messages with a larger `seq` (newer), paging forward from here.",
+        ),
+    ] = None,
 ) -> ConversationDetail:
-    """One conversation with all its messages, in order."""
+    """One conversation with a page of its messages: the newest, unless `after` is given."""
     conversation = await chat_service.get_conversation(session, user_id, conversation_id)
-    messages = await chat_service.list_messages(session, conversation_id)
+    page = await chat_service.page_messages(
+        session, conversation_id, limit=limit, before=before, after=after
+    )
     return ConversationDetail(
         **ConversationSummary.model_validate(conversation).model_dump(),
-        messages=[MessagePublic.model_validate(m) for m in messages],
+        messages=[MessagePublic.model_validate(m) for m in page.messages],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 
 @router.delete(
     "/conversations/{conversation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: _TURN_ERRORS[404]},
+    responses=_NOT_FOUND,
 )
 async def delete_conversation(
     user_id: PathUser, session: WriteSession, conversation_id: ConversationId

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from backend.tasks.schemas import SPACE_CLASS
+
 MAX_MESSAGE_CHARS = 4000
+# Ids and `seq` are 32-bit INTEGER columns: a larger bound would reach PostgreSQL and fail there.
+MAX_DB_INT = 2**31 - 1
+MESSAGE_PAGE_DEFAULT = 50
+MESSAGE_PAGE_MAX = 200
+# Not blank (Python's whitespace) and no NUL: what _not_blank checks, as the document shows it.
+MESSAGE_PATTERN = rf"^[^\x00]*[^{SPACE_CLASS}\x00][^\x00]*$"
 
 
 class ChatRequest(BaseModel):
@@ -16,11 +24,12 @@ class ChatRequest(BaseModel):
     conversation_id: int | None = Field(
         default=None,
         ge=1,
-        le=2**31 - 1,
+        le=MAX_DB_INT,
         description="Continue this conversation; omit to start one.",
     )
     message: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS)] = Field(
-        description="What the user said (1-4,000 characters)."
+        description="What the user said (1-4,000 characters, not blank, no NUL).",
+        json_schema_extra={"pattern": MESSAGE_PATTERN},
     )
     client_message_id: (
         Annotated[
@@ -82,4 +91,17 @@ class MessagePublic(BaseModel):
 
 
 class ConversationDetail(ConversationSummary):
-    messages: list[MessagePublic]
+    """A conversation with one page of its messages, always in `seq` order."""
+
+    messages: list[MessagePublic] = Field(
+        description="Oldest first. Without `after`: the newest page (ending before `before`); "
+        "with `after`: the page that starts right after it."
+    )
+    has_more: bool = Field(
+        description="More messages lie beyond this page in the direction of paging: older ones "
+        "without `after`, newer ones with it."
+    )
+    next_cursor: int | None = Field(
+        description="Pass it as `before` (or, when paging with `after`, as `after`) to get the "
+        "next page; null when there is none."
+    )

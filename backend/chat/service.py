@@ -145,6 +145,50 @@ async def messages_after(
     return list((await session.scalars(statement.order_by(ordering).limit(limit))).all())
 
 
+@dataclass(frozen=True)
+class MessagePage:
+    messages: list[Message]  # oldest first
+    has_more: bool
+    next_cursor: int | None
+
+
+def message_page_query(
+    conversation_id: int, limit: int, before: int | None, after: int | None
+) -> Any:
+    """One page of visible messages by `seq`, read in paging order along (conversation_id, seq).
+
+    One row more than the page tells whether there is more, without a count.
+    """
+    statement = visible_messages(conversation_id)
+    if before is not None:
+        statement = statement.where(col(Message.seq) < before)
+    if after is not None:
+        statement = statement.where(col(Message.seq) > after)
+    ordering = col(Message.seq).asc() if after is not None else col(Message.seq).desc()
+    return statement.order_by(ordering).limit(limit + 1)
+
+
+async def page_messages(
+    session: AsyncSession,
+    conversation_id: int,
+    *,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> MessagePage:
+    """The newest `limit` messages before `before`, or with `after` the oldest ones after it."""
+    rows = list(await session.scalars(message_page_query(conversation_id, limit, before, after)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    forward = after is not None
+    if not forward:
+        rows.reverse()
+    cursor = None
+    if has_more:
+        cursor = rows[-1].seq if forward else rows[0].seq
+    return MessagePage(rows, has_more, cursor)
+
+
 async def list_messages(session: AsyncSession, conversation_id: int) -> Sequence[Message]:
     statement = visible_messages(conversation_id).order_by(col(Message.seq))
     return (await session.scalars(statement)).all()
