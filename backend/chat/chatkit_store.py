@@ -7,6 +7,7 @@ through the shared turn runner, which writes the reply with its tool calls.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ from chatkit.types import (
     Page,
     ThreadItem,
     ThreadMetadata,
+    UserMessageContent,
     UserMessageItem,
     UserMessageTextContent,
 )
@@ -34,6 +36,15 @@ from backend.errors import InvalidInput
 from backend.models import Conversation, Message, new_public_id
 
 CHANNEL = "chatkit"
+MAX_PAGE_SIZE = 100
+# Every thread and item id is ours (`thr_…`, `msg_…`: `new_public_id`). A string outside
+# this shape names nothing, and must not reach SQL: PostgreSQL refuses NUL in text.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+
+def is_possible_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -44,8 +55,15 @@ class ChatKitContext:
     zone: ZoneInfo
 
 
-def _user_text(item: UserMessageItem) -> str:
-    return "".join(part.text for part in item.content if isinstance(part, UserMessageTextContent))
+def message_text(content: list[UserMessageContent]) -> str:
+    """The text a user message stores, under the chat API's rules (1-4,000 characters, no NUL)."""
+    text = "".join(part.text for part in content if isinstance(part, UserMessageTextContent))
+    try:
+        return ChatRequest(message=text).message
+    except ValidationError as exc:
+        raise InvalidInput(
+            "Messages must be 1-4,000 characters of text", code="validation_error"
+        ) from exc
 
 
 def to_thread(conversation: Conversation) -> ThreadMetadata:
@@ -85,6 +103,8 @@ class ConversationStore(Store[ChatKitContext]):
         return new_public_id("msg" if item_type == "message" else item_type[:4])
 
     async def conversation(self, thread_id: str, context: ChatKitContext) -> Conversation:
+        if not is_possible_id(thread_id):
+            raise NotFoundError("Thread not found")
         async with self.database.session_scope() as session:
             found = await chat_service.find_by_thread_id(session, context.user_id, thread_id)
         if found is None:
@@ -149,6 +169,8 @@ class ConversationStore(Store[ChatKitContext]):
 
     async def load_item(self, thread_id: str, item_id: str, context: ChatKitContext) -> ThreadItem:
         conversation = await self.conversation(thread_id, context)
+        if not is_possible_id(item_id):
+            raise NotFoundError("Item not found")
         async with self.database.session_scope() as session:
             statement = chat_service.visible_messages(conversation.id or 0).where(
                 col(Message.item_id) == item_id
@@ -165,19 +187,14 @@ class ConversationStore(Store[ChatKitContext]):
             # Replies are stored by the turn itself, with their tool calls; ChatKit's
             # hidden bookkeeping items have no place in a conversation.
             return
-        try:
-            request = ChatRequest(message=_user_text(item))
-        except ValidationError as exc:
-            raise InvalidInput(
-                "Messages must be 1-4,000 characters of text", code="validation_error"
-            ) from exc
+        text = message_text(item.content)
         async with self.database.session_scope(write=True) as session:
             conversation = await chat_service.find_by_thread_id(session, context.user_id, thread_id)
             if conversation is None:
                 raise NotFoundError(f"Thread {thread_id} not found")
             chat_service.ensure_not_answering(conversation)
             await chat_service.store_user_message(
-                session, context.user_id, conversation, request.message, item_id=item.id
+                session, context.user_id, conversation, text, item_id=item.id
             )
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: ChatKitContext) -> None:
