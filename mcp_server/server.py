@@ -17,6 +17,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -456,11 +457,14 @@ def create_http_app(settings: Settings) -> Starlette:
                 await database.dispose()
 
     inner.router.lifespan_context = lifespan
-    inner.add_middleware(
-        WriteScopeGate,
-        config=mcp_token_config(settings),
-        write_tools=WRITE_TOOLS,
-        resource_metadata_url=str(build_resource_metadata_url(settings.mcp_resource_url)),  # type: ignore[arg-type]
-        max_body_bytes=settings.max_body_bytes,
+    # Appended, not added: inside the SDK's authentication middleware, so the gate reads a
+    # body only once the SDK has accepted the token.
+    inner.user_middleware.append(
+        Middleware(
+            WriteScopeGate,
+            write_tools=WRITE_TOOLS,
+            resource_metadata_url=str(build_resource_metadata_url(settings.mcp_resource_url)),  # type: ignore[arg-type]
+            max_body_bytes=settings.max_body_bytes,
+        )
     )
     return inner
