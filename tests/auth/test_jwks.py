@@ -255,31 +255,32 @@ async def _send_all(client: httpx.AsyncClient, user: str, tokens: list[str]) -> 
             assert_unauthorized(response, token)
 
 
-async def test_thousand_unknown_kids_cause_a_single_jwks_fetch(
+async def test_thousand_unknown_kids_cause_no_more_than_a_burst_of_jwks_fetches(
     cache_settings: Callable[..., Settings], jwks: JWKSServer, key: SigningKey
 ) -> None:
     user = new_user()
-    async with api(cache_settings()) as client:
+    async with api(cache_settings(jwks_refetch_cooldown_seconds=30)) as client:
         await _send_all(client, user, _random_kid_tokens(1000, user))
 
-        assert jwks.requests == 1  # the cold-cache fetch; the 30 s cooldown absorbs the rest
+        # The cold-cache fetch, then the burst of 3 unknown-kid fetches a second apart; the
+        # next would wait for the 30 s cooldown (tests/auth/test_jwks_rotation.py times it).
+        assert jwks.requests <= 4
         assert (await get_tasks(client, user, key.sign(claims_for(user)))).status_code == 200
-    assert jwks.requests == 1
+    assert jwks.requests <= 4
 
 
-async def test_unknown_kids_refetch_at_most_once_per_cooldown_window(
+async def test_key_rotated_in_right_after_a_flood_of_unknown_kids_is_accepted_on_first_sight(
     cache_settings: Callable[..., Settings], jwks: JWKSServer, key: SigningKey
 ) -> None:
-    user = new_user()
-    started = time.monotonic()
-    async with api(cache_settings(jwks_refetch_cooldown_seconds=1)) as client:
+    user, new_key = new_user(), SigningKey("better-auth-key-2")
+    async with api(cache_settings(jwks_refetch_cooldown_seconds=30)) as client:
+        assert (await get_tasks(client, user, key.sign(claims_for(user)))).status_code == 200
         await _send_all(client, user, _random_kid_tokens(200, user))
-        await asyncio.sleep(SLEEP_PAST_ONE_SECOND)
-        await _send_all(client, user, _random_kid_tokens(200, user))
-        elapsed = time.monotonic() - started
+        jwks.keys = [new_key]  # Better Auth restarted with in-memory keys
 
-    assert jwks.requests >= 2  # a new window allows a new fetch
-    assert jwks.requests <= 1 + int(elapsed)  # never more than one per 1 s window
+        response = await get_tasks(client, user, new_key.sign(claims_for(user)))
+
+    assert response.status_code == 200, response.text
 
 
 # 13. Headers that point at other keys are ignored.
@@ -299,21 +300,20 @@ async def test_jku_x5u_and_jwk_headers_are_ignored_without_outbound_requests(
         assert (await get_tasks(client, user, genuine)).status_code == 200
 
     assert rogue.requests == 0
-    assert jwks.requests == 1
+    assert jwks.requests <= 4  # the first fetch and the burst for the unknown attacker kid
     assert await task_count(client, user, genuine) == 0
 
 
 # 14. Key rotation.
 
 
-async def test_rotated_in_key_is_accepted_after_one_refetch_and_old_key_still_works(
+async def test_rotated_in_key_is_accepted_on_first_sight_and_old_key_still_works(
     cache_settings: Callable[..., Settings], jwks: JWKSServer, key: SigningKey
 ) -> None:
     user, new_key = new_user(), SigningKey("better-auth-key-2")
-    async with api(cache_settings(jwks_refetch_cooldown_seconds=1)) as client:
+    async with api(cache_settings()) as client:
         assert (await get_tasks(client, user, key.sign(claims_for(user)))).status_code == 200
         jwks.keys = [key, new_key]
-        await asyncio.sleep(SLEEP_PAST_ONE_SECOND)
 
         assert (await get_tasks(client, user, new_key.sign(claims_for(user)))).status_code == 200
         assert jwks.requests == 2
@@ -363,7 +363,7 @@ async def test_warm_cache_keeps_accepting_valid_tokens_while_jwks_is_down(
 
 
 @pytest.mark.parametrize("outage", OUTAGES)
-async def test_cold_cache_with_jwks_down_answers_503_fast_and_writes_nothing(
+async def test_cold_cache_with_jwks_down_answers_503_fast_and_recovers_within_a_second(
     cache_settings: Callable[..., Settings], jwks: JWKSServer, key: SigningKey, outage: Mode
 ) -> None:
     user = new_user()
@@ -375,24 +375,7 @@ async def test_cold_cache_with_jwks_down_answers_503_fast_and_writes_nothing(
         assert time.monotonic() - started < 3
         assert_error_body(response, 503, "jwks_unavailable")
         jwks.mode = "ok"
-        again = await get_tasks(client, user, key.sign(claims_for(user)))
-        assert again.status_code == 503  # within the cooldown: no hammering of the JWKS
+        # The next try waits a second after the failure, then answers: nothing was written.
+        assert await task_count(client, user, key.sign(claims_for(user))) == 0
 
-    assert jwks.requests == 1
-
-
-async def test_cold_cache_recovers_once_jwks_is_back_after_the_cooldown(
-    cache_settings: Callable[..., Settings], jwks: JWKSServer, key: SigningKey
-) -> None:
-    user = new_user()
-    jwks.mode = "error"
-    async with api(cache_settings(jwks_refetch_cooldown_seconds=1)) as client:
-        token = key.sign(claims_for(user))
-        assert_error_body(
-            await attempt_create(client, user, bearer(token)), 503, "jwks_unavailable"
-        )
-        jwks.mode = "ok"
-        await asyncio.sleep(SLEEP_PAST_ONE_SECOND)
-
-        assert await task_count(client, user, token) == 0
     assert jwks.requests == 2
