@@ -4,26 +4,65 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from backend.config import Settings, get_settings
-from backend.db import Database
+import sqlalchemy
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+
+from backend.config import Settings, describe_problems, get_settings
+from backend.db import Database, create_engine
 from backend.errors import AppError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
 DEFAULT_MCP_PORT = 8001
 MCP_START_TIMEOUT_SECONDS = 20
+USER_TOKEN_TTL_SECONDS = 3600
+MCP_TOKEN_MAX_TTL_SECONDS = 600
+# Written by `serve` so that `token --mcp` mints for the MCP server actually running.
+RUNTIME_FILE = "serve.json"
+# Usage and configuration errors share argparse's exit code: the command cannot run as set up.
+EXIT_CONFIGURATION = 2
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def fail(*problems: str) -> NoReturn:
+    """Stop with one line per problem on stderr; no traceback for a setup the user can fix."""
+    for problem in problems:
+        print(f"todo-assistant: {problem}", file=sys.stderr)
+    sys.exit(EXIT_CONFIGURATION)
+
+
+def cli_command() -> str:
+    """How to run this tool from the user's shell on this machine."""
+    if shutil.which("uv"):
+        return "uv run todo-assistant"
+    script = Path(sys.executable).parent / "todo-assistant"
+    if script.exists():
+        with contextlib.suppress(ValueError):
+            return str(script.relative_to(Path.cwd()))
+        return str(script)
+    return f"{sys.executable} -m backend.cli"
+
+
+def safe_url(database_url: str) -> str:
+    return make_url(database_url).render_as_string(hide_password=True)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -44,9 +83,98 @@ def migrate(settings: Settings) -> None:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+def _reason(exc: BaseException, database_url: str) -> str:
+    """The driver's own words for a failure, on one line, with any password masked."""
+    root: BaseException = exc
+    while True:
+        inner = getattr(root, "orig", None) or root.__cause__
+        if not isinstance(inner, BaseException) or inner is root:
+            break
+        root = inner
+    text = " ".join(str(root).split()) or type(root).__name__
+    password = make_url(database_url).password
+    return text.replace(password, "***") if password else text
+
+
+def _schema_revision(database_url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return asyncio.run(_async_schema_revision(database_url))
+    # The stdlib driver: aiosqlite's worker thread outlives a failed connect and prints a
+    # traceback at exit.
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sqlalchemy.create_engine(url.set(drivername="sqlite"))
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+async def _async_schema_revision(database_url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
+
+
+def _reachable_revision(settings: Settings) -> str | None:
+    try:
+        return _schema_revision(settings.database_url)
+    except Exception as exc:
+        where = safe_url(settings.database_url)
+        fail(f"cannot reach the database {where}: {_reason(exc, settings.database_url)}")
+
+
+def _migrate_or_fail(settings: Settings) -> None:
+    _reachable_revision(settings)
+    try:
+        migrate(settings)
+    except Exception as exc:
+        reason = _reason(exc, settings.database_url)
+        fail(f"cannot migrate {safe_url(settings.database_url)}: {reason}")
+
+
+def ready_database(settings: Settings) -> None:
+    """Start only against a reachable database at this code's schema.
+
+    The default SQLite file is migrated on the spot, as `serve` does: it is a private dev file.
+    Any configured database is left alone: it may be shared by several processes or need
+    privileges a server should not hold, so migrating it is a deliberate `migrate`.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    where = safe_url(settings.database_url)
+    revision = _reachable_revision(settings)
+    script = ScriptDirectory(str(MIGRATIONS))
+    if revision == script.get_current_head():
+        return
+    try:
+        known = revision is None or script.get_revision(revision) is not None
+    except CommandError:
+        known = False
+    if not known:
+        fail(f"the database {where} is at schema {revision}, unknown to this version")
+    if settings.uses_default_database:
+        _migrate_or_fail(settings)
+        return
+    state = "has no schema" if revision is None else "has an older schema"
+    fail(f"the database {where} {state}: run `{cli_command()} migrate` first")
 
 
 def _run_api(settings: Settings, host: str, port: int) -> None:
@@ -59,23 +187,24 @@ def _run_api(settings: Settings, host: str, port: int) -> None:
 
 def _welcome(settings: Settings, host: str, port: int) -> str:
     base = f"http://{host}:{port}"
+    cli = cli_command()
     lines = [
         "",
         "Todo Assistant is running.",
         f"  API       {base}   (docs: {base}/docs)",
-        f"  MCP       {settings.mcp_url}  (token: uv run todo-assistant token --mcp --user NAME)",
-        f"  database  {settings.database_url}",
+        f"  MCP       {settings.mcp_url}  (token: {cli} token --mcp --user NAME)",
+        f"  database  {safe_url(settings.database_url)}",
     ]
     if settings.dev_auth:
         from backend.auth.tokens import mint_user_token, shared_secret_config
 
         config = shared_secret_config(settings)
         assert config is not None
-        token = mint_user_token(config, "alice", ttl_seconds=24 * 3600)
+        token = mint_user_token(config, "alice", ttl_seconds=USER_TOKEN_TTL_SECONDS)
         lines += [
             "",
-            "Dev auth mode. A 24-hour token for user 'alice'"
-            " (more: `uv run todo-assistant token --user NAME`):",
+            "Dev auth mode. A token for user 'alice', valid for 1 hour"
+            f" (a fresh one, or another user: `{cli} token --user NAME`):",
             f"  export TOKEN={token}",
             "",
             "Try it:",
@@ -86,14 +215,46 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
             f'  curl -s -X POST {base}/api/alice/chat -H "Authorization: Bearer $TOKEN" \\',
             "       -H 'Content-Type: application/json'"
             ' -d \'{"message": "remind me to call mom tomorrow at 5pm"}\'',
-            "  uv run todo-assistant chat --user alice   # the same, in the terminal",
+            f"  {cli} chat --user alice   # the same, in the terminal",
         ]
     return "\n".join(lines) + "\n"
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _free_port_after(host: str, port: int, taken: set[int]) -> int:
+    candidate = max(port, 1023) + 1
+    while candidate < 65535 and (candidate in taken or _port_in_use(host, candidate)):
+        candidate += 1
+    return candidate
+
+
+def _refuse_busy_ports(host: str, api_port: int, mcp_port: int) -> None:
+    busy = [port for port in (api_port, mcp_port) if _port_in_use(host, port)]
+    if not busy:
+        return
+    api = _free_port_after(host, max(api_port, mcp_port, 8009), set())
+    mcp = _free_port_after(host, api, {api})
+    names = " and ".join(str(port) for port in busy)
+    fail(
+        f"port {names} on {host} is in use; stop what listens there or choose free ports:"
+        f" `make run PORT={api} MCP_PORT={mcp}` or `{cli_command()} serve --port {api}"
+        f" --mcp-port {mcp}`"
+    )
+
+
 def _start_mcp_process(host: str, port: int) -> subprocess.Popen[bytes]:
-    if _answers(f"http://{host}:{port}/healthz"):
-        sys.exit(f"Port {port} on {host} is already serving; stop that server or pass --mcp-port.")
+    if _port_in_use(host, port):
+        fail(f"port {port} on {host} is in use; stop what listens there or pass --mcp-port")
     command = [sys.executable, "-m", "mcp_server", "--transport", "http"]
     process = subprocess.Popen([*command, "--host", host, "--port", str(port)])
     try:
@@ -125,8 +286,35 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
+@contextlib.contextmanager
+def _runtime_record(settings: Settings, **urls: str) -> Iterator[None]:
+    """DATA_DIR/serve.json names the running servers while `serve` lives."""
+    path = settings.data_dir / RUNTIME_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{RUNTIME_FILE}.{os.getpid()}")
+    staged.write_text(json.dumps({"pid": os.getpid(), **urls}))
+    staged.replace(path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+
+def _running_mcp_url(settings: Settings) -> str | None:
+    """The MCP URL of a `serve` still running on this DATA_DIR, if any."""
+    try:
+        record = json.loads((settings.data_dir / RUNTIME_FILE).read_text())
+        os.kill(int(record["pid"]), 0)  # a record left by a killed server is stale
+        return str(record["mcp_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    migrate(settings)
+    _refuse_busy_ports(args.host, args.port, args.mcp_port)
+    _migrate_or_fail(settings)
     # Both processes must agree on where the MCP server lives and whom its tokens are for.
     mcp_url = f"http://{args.host}:{args.mcp_port}/mcp"
     os.environ.setdefault("MCP_URL", mcp_url)
@@ -138,32 +326,54 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     mcp_process = None
     try:
         mcp_process = _start_mcp_process(args.host, args.mcp_port)
-        print(_welcome(settings, args.host, args.port), flush=True)
-        _run_api(settings, args.host, args.port)
+        api_url = f"http://{args.host}:{args.port}"
+        with _runtime_record(settings, api_url=api_url, mcp_url=settings.mcp_resource_url):
+            print(_welcome(settings, args.host, args.port), flush=True)
+            _run_api(settings, args.host, args.port)
     finally:
         if mcp_process is not None:
             _stop(mcp_process)
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
-    if args.transport == "stdio" and not os.environ.get("TODO_USER_ID", "").strip():
-        # Checked before the SDK loads so the refusal is immediate.
-        sys.exit("TODO_USER_ID must name the user whose tasks the stdio server manages")
-    from mcp_server.runner import run_http, run_stdio
+    transport = args.transport or settings.mcp_transport
+    if transport == "stdio":
+        _serve_stdio(settings)
+        return
+    if "mcp_resource_url" not in settings.model_fields_set:
+        # Tokens name the server they are for; by default, the one this command starts.
+        settings = settings.model_copy(
+            update={"mcp_resource_url": f"http://{args.host}:{args.port}/mcp"}
+        )
+    ready_database(settings)
+    from mcp_server.runner import run_http
 
-    if args.transport == "stdio":
-        run_stdio(settings)
-    else:
-        run_http(settings, args.host, args.port)
+    run_http(settings, args.host, args.port)
+
+
+def cmd_mcp_stdio(args: argparse.Namespace, settings: Settings) -> None:
+    _serve_stdio(settings)
+
+
+def _serve_stdio(settings: Settings) -> None:
+    if not os.environ.get("TODO_USER_ID", "").strip():
+        # Checked before the SDK loads so the refusal is immediate.
+        fail("TODO_USER_ID must name the user whose tasks the stdio server manages")
+    # stdout belongs to the protocol: anything printed while starting goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        ready_database(settings)
+        from mcp_server.runner import run_stdio
+    run_stdio(settings)
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
+    ready_database(settings)
     _run_api(settings, args.host, args.port)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
-    migrate(settings)
-    print(f"Database at {settings.database_url} is up to date.")
+    _migrate_or_fail(settings)
+    print(f"Database at {safe_url(settings.database_url)} is up to date.")
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
@@ -171,13 +381,34 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     from backend.auth.tokens import mint_user_token, shared_secret_config
 
     if args.mcp:
-        mcp_config = mcp_token_config(settings)
-        print(mint_mcp_token(mcp_config, args.user, ttl_seconds=args.ttl, client_id="cli"))
+        ttl = args.ttl or settings.mcp_token_ttl_seconds
+        if ttl > MCP_TOKEN_MAX_TTL_SECONDS:
+            fail(f"--ttl of an MCP access token is at most {MCP_TOKEN_MAX_TTL_SECONDS} seconds")
+        audience = _mcp_audience(args, settings)
+        mcp_config = mcp_token_config(settings.model_copy(update={"mcp_resource_url": audience}))
+        print(mint_mcp_token(mcp_config, args.user, ttl_seconds=ttl, client_id="cli"))
+        print(f"MCP access token for {audience}, valid {ttl} s", file=sys.stderr)
         return
+    if settings.auth_jwks_url:
+        # The API then verifies users against Better Auth's keys only; a token signed here
+        # would be refused.
+        fail(
+            "user tokens come from Better Auth here (AUTH_JWKS_URL is set): sign in through"
+            " your front end and use its JWT; `token --mcp` still works"
+        )
     config = shared_secret_config(settings)
-    if config is None:
-        sys.exit("User tokens come from Better Auth here (AUTH_JWKS_URL is set); nothing to mint.")
-    print(mint_user_token(config, args.user, ttl_seconds=args.ttl or 3600))
+    assert config is not None  # neither JWKS nor a secret means dev mode
+    ttl = args.ttl or USER_TOKEN_TTL_SECONDS
+    print(mint_user_token(config, args.user, ttl_seconds=ttl))
+
+
+def _mcp_audience(args: argparse.Namespace, settings: Settings) -> str:
+    """--mcp-url, else MCP_RESOURCE_URL as set, else the running `serve`, else the default."""
+    if args.mcp_url:
+        return str(args.mcp_url)
+    if "mcp_resource_url" in settings.model_fields_set:
+        return settings.mcp_resource_url
+    return _running_mcp_url(settings) or settings.mcp_resource_url
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[None]]) -> None:
@@ -190,6 +421,8 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
     from backend.chat import logs
+
+    ready_database(settings)
 
     async def list_runs(database: Database) -> None:
         since = logs.parse_since(args.since) if args.since else None
@@ -240,6 +473,12 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
     """A terminal chat through the same pipeline as POST /api/{user}/chat."""
+    ready_database(settings)
+    # Join the MCP server a running `serve` started (on whatever port it was given) unless
+    # MCP_URL names one; otherwise the chat would start a second server on the default port.
+    running = None if os.environ.get("MCP_URL") else _running_mcp_url(settings)
+    if running:
+        settings = settings.model_copy(update={"mcp_url": running, "mcp_resource_url": running})
     mcp_process = None
     if not _answers(settings.mcp_url.rsplit("/mcp", 1)[0] + "/healthz"):
         host, port = _host_port(settings.mcp_url)
@@ -253,21 +492,30 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
             _stop(mcp_process)
 
 
-def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
-    from zoneinfo import ZoneInfo
+def _line_editing() -> None:
+    """Arrow keys, history and Ctrl-R in input(), where the platform has readline."""
+    if sys.stdin.isatty():
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (importing it is what hooks into input())
 
+
+def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
     from backend.agent.runtime import AgentRuntime
     from backend.chat.schemas import ChatRequest
     from backend.chat.turns import TurnRunner
 
-    zone = ZoneInfo(args.timezone)
+    zone: ZoneInfo = args.timezone or local_zone()
+    _line_editing()
     # input() stays on the main thread so Ctrl-C interrupts it; turns run on one loop.
     with asyncio.Runner() as runner:
         database = Database(settings.database_url)
         turns = TurnRunner(database, AgentRuntime.create(settings))
         conversation_id: int | None = args.conversation
         model = turns.runtime.model_name
-        print(f"Chatting as {args.user} (model: {model}). Ctrl-D to leave.")
+        print(
+            f"Chatting as {args.user} (model: {model}), time zone {zone.key}"
+            " (--timezone to change). Ctrl-D to leave."
+        )
         try:
             while True:
                 text = input("you> ").strip()
@@ -287,6 +535,22 @@ def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
             runner.run(database.dispose())
 
 
+def local_zone() -> ZoneInfo:
+    """This machine's IANA zone: TZ, else /etc/localtime's target, else /etc/timezone; UTC."""
+    candidates = [os.environ.get("TZ", "").removeprefix(":")]
+    with contextlib.suppress(OSError):
+        target = str(Path("/etc/localtime").resolve())
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    for name in candidates:
+        if name and not name.startswith("/"):
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+                return ZoneInfo(name)
+    return ZoneInfo("UTC")
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -300,52 +564,161 @@ def _host_port(url: str) -> tuple[str, int]:
     return parsed.hostname or DEFAULT_HOST, parsed.port or DEFAULT_MCP_PORT
 
 
+# --- argument types: a bad value is an argparse usage error (exit 2), never a traceback ---
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _user_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a user id cannot be empty")
+    return text
+
+
+def _zone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IANA time zone (such as Europe/Paris)"
+        ) from None
+
+
+def _mcp_url(text: str) -> str:
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
+    return text
+
+
+def _env_default(name: str, fallback: int) -> str:
+    # A string default goes through the argument's type, so a bad PORT is reported too.
+    return os.environ.get(name) or str(fallback)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="todo-assistant", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def server(name: str, help_text: str, handler: object) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def server(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description)
         sub.add_argument(
             "--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)"
         )
         sub.add_argument(
-            "--port", type=int, default=DEFAULT_API_PORT, help="API port (default %(default)s)"
+            "--port",
+            type=_port,
+            default=_env_default("PORT", DEFAULT_API_PORT),
+            help=f"API port (default: $PORT or {DEFAULT_API_PORT})",
         )
-        sub.set_defaults(handler=handler)
         return sub
 
-    serve = server("serve", "Migrate the database and start the API and MCP servers.", cmd_serve)
-    serve.add_argument(
-        "--mcp-port", type=int, default=DEFAULT_MCP_PORT, help="MCP port (default %(default)s)"
+    serve = server(
+        "serve",
+        "Migrate the database and start the API and MCP servers.",
+        "Migrate the database, start the MCP server as a child process, then the API, and"
+        " print a dev token with commands to try. Ctrl-C stops both.",
     )
-    server("api", "Start the API server alone (MCP_URL says where the MCP server is).", cmd_api)
+    serve.add_argument(
+        "--mcp-port",
+        type=_port,
+        default=_env_default("MCP_PORT", DEFAULT_MCP_PORT),
+        help=f"MCP server port (default: $MCP_PORT or {DEFAULT_MCP_PORT})",
+    )
+    serve.set_defaults(handler=cmd_serve)
+    server(
+        "api",
+        "Start the API server alone.",
+        "Start the API server alone; MCP_URL says where the MCP server is. The default"
+        " SQLite file is migrated first; any other database must be migrated already"
+        " (`todo-assistant migrate`).",
+    ).set_defaults(handler=cmd_api)
     mcp = commands.add_parser(
         "mcp",
-        help="Start the MCP server alone.",
-        description="Start the MCP server: streamable HTTP at /mcp,"
-        " or stdio (the user comes from TODO_USER_ID).",
+        help="Start the MCP server alone (HTTP, or stdio with MCP_TRANSPORT=stdio).",
+        description="Start the MCP server: streamable HTTP at /mcp, or stdio (--transport"
+        " stdio, MCP_TRANSPORT=stdio or the mcp-stdio command; the user comes from"
+        " TODO_USER_ID).",
     )
-    mcp.add_argument("--transport", choices=["http", "stdio"], default="http")
+    mcp.add_argument(
+        "--transport",
+        choices=["http", "stdio"],
+        default=None,
+        help="default: $MCP_TRANSPORT or http",
+    )
     mcp.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
     mcp.add_argument(
-        "--port", type=int, default=DEFAULT_MCP_PORT, help="port (default %(default)s)"
+        "--port",
+        type=_port,
+        default=_env_default("MCP_PORT", DEFAULT_MCP_PORT),
+        help=f"port (default: $MCP_PORT or {DEFAULT_MCP_PORT})",
     )
     mcp.set_defaults(handler=cmd_mcp)
     commands.add_parser(
-        "migrate", help="Apply database migrations.", description="Apply database migrations."
+        "mcp-stdio",
+        help="Run the MCP server over stdio for TODO_USER_ID (desktop clients, Inspector).",
+        description="Run the MCP server over stdin/stdout, acting for the user named in"
+        " TODO_USER_ID. stdout carries only the protocol; logs go to stderr.",
+    ).set_defaults(handler=cmd_mcp_stdio)
+    commands.add_parser(
+        "migrate",
+        help="Apply database migrations.",
+        description="Bring the database at DATABASE_URL to the newest schema.",
     ).set_defaults(handler=cmd_migrate)
     token = commands.add_parser(
         "token",
-        help="Print a user token signed with the dev secret or AUTH_SECRET.",
-        description="Print a user token signed with the dev secret or AUTH_SECRET.",
+        help="Print a user token (dev secret or AUTH_SECRET) or an MCP access token.",
+        description="Print a user token signed with the dev secret or AUTH_SECRET (not with"
+        " Better Auth: its tokens come from your front end), or with --mcp an access token"
+        " for the MCP server. The token goes to stdout, what it is for to stderr.",
     )
-    token.add_argument("--user", required=True, help="the user id (token subject)")
+    token.add_argument("--user", required=True, type=_user_id, help="the user id (token subject)")
     token.add_argument(
-        "--ttl", type=int, default=None, help="lifetime in seconds (default 3600; MCP 300, max 600)"
+        "--ttl",
+        type=_positive_int,
+        default=None,
+        metavar="SECONDS",
+        help=f"lifetime in seconds (default {USER_TOKEN_TTL_SECONDS};"
+        f" MCP: 300, at most {MCP_TOKEN_MAX_TTL_SECONDS})",
     )
     token.add_argument(
         "--mcp", action="store_true", help="mint an MCP access token (Inspector, desktop clients)"
+    )
+    token.add_argument(
+        "--mcp-url",
+        type=_mcp_url,
+        default=None,
+        metavar="URL",
+        help="the MCP server the token is for (default: MCP_RESOURCE_URL if set, else the"
+        " server `serve` is running, else http://127.0.0.1:8001/mcp)",
     )
     token.set_defaults(handler=cmd_token)
 
@@ -353,11 +726,26 @@ def _parser() -> argparse.ArgumentParser:
         "chat",
         help="Chat in the terminal through the same pipeline as the API.",
         description="Chat in the terminal through the same pipeline as the API "
-        "(starts the MCP server if it is not running).",
+        "(starts the MCP server if it is not running). Ctrl-D leaves.",
     )
-    chat.add_argument("--user", default="alice", help="who you are (default %(default)s)")
-    chat.add_argument("--conversation", type=int, default=None, help="continue this conversation")
-    chat.add_argument("--timezone", default="UTC", help="your IANA time zone (default %(default)s)")
+    chat.add_argument(
+        "--user", type=_user_id, default="alice", help="who you are (default %(default)s)"
+    )
+    chat.add_argument(
+        "--conversation",
+        type=_positive_int,
+        default=None,
+        metavar="ID",
+        help="continue this conversation (ids: `logs list`)",
+    )
+    chat.add_argument(
+        "--timezone",
+        type=_zone,
+        default=None,
+        metavar="ZONE",
+        help="your IANA time zone, for dates such as 'tomorrow at 5pm' (default: this"
+        " machine's zone)",
+    )
     chat.set_defaults(handler=cmd_chat)
 
     logs = commands.add_parser(
@@ -368,24 +756,60 @@ def _parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler=cmd_logs)
     views = logs.add_subparsers(dest="logs_command", required=True, metavar="VIEW")
     listing = views.add_parser(
-        "list", help="Recent turns, newest last.", description="Recent turns."
+        "list",
+        help="Recent turns, newest last.",
+        description="Recent chat turns, newest last: when, user, conversation, channel, model,"
+        " status (with the error of a failed one) and latency.",
     )
     listing.add_argument("--user", help="only this user")
-    listing.add_argument("--status", choices=["running", "succeeded", "stopped", "failed"])
+    listing.add_argument(
+        "--status",
+        choices=["running", "succeeded", "stopped", "failed"],
+        help="only turns that ended (or not yet) this way",
+    )
     listing.add_argument("--since", help="only this recent: 30m, 1h, 2d")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="at most this many (default %(default)s)",
+    )
     show = views.add_parser(
-        "show", help="A conversation's transcript with tool calls.", description="A transcript."
+        "show",
+        help="A conversation's transcript with tool calls.",
+        description="Print a conversation's transcript: every message, and each turn's tool"
+        " calls with arguments, results and timings.",
     )
-    show.add_argument("conversation_id", type=int)
-    tail = views.add_parser("tail", help="Follow new turns as they happen.", description="Follow.")
+    show.add_argument(
+        "conversation_id", type=_positive_int, help="the conversation (its id in `logs list`)"
+    )
+    tail = views.add_parser(
+        "tail",
+        help="Follow new turns as they happen.",
+        description="Print the last 10 turns, then each new turn and each status change"
+        " (running → succeeded or failed) as it happens, until Ctrl-C.",
+    )
     tail.add_argument("--user", help="only this user")
-    tail.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
-    export = views.add_parser(
-        "export", help="A conversation as JSON lines or Markdown.", description="Export."
+    tail.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between polls of the database (default %(default)s)",
     )
-    export.add_argument("conversation_id", type=int)
-    export.add_argument("--format", choices=["jsonl", "md"], default="jsonl")
+    export = views.add_parser(
+        "export",
+        help="A conversation as JSON lines or Markdown.",
+        description="Write a conversation to stdout with its runs and tool calls: JSON lines"
+        " (one record per line, for scripts) or Markdown (to read or attach to a bug report).",
+    )
+    export.add_argument(
+        "conversation_id", type=_positive_int, help="the conversation (its id in `logs list`)"
+    )
+    export.add_argument(
+        "--format", choices=["jsonl", "md"], default="jsonl", help="jsonl (default) or md"
+    )
     return parser
 
 
@@ -393,8 +817,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         settings = get_settings()
-    except ValueError as exc:
-        sys.exit(f"Configuration error: {exc}")
+    except ValidationError as exc:
+        fail(*(f"configuration: {line}" for line in describe_problems(exc)))
     configure_logging(settings)
     try:
         args.handler(args, settings)

@@ -8,12 +8,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_BYTES = 32
 DEV_ISSUER = "todo-assistant-dev"
 DEV_AUDIENCE = "todo-assistant-api"
+DATABASE_URL_FORMS = "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:5432/DB"
+SUPPORTED_DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
 
 
 def _split_csv(value: object) -> object:
@@ -29,24 +33,33 @@ class Settings(BaseSettings):
     app_env: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path("data")
     database_url: str = ""
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # User authentication (Better Auth JWKS, or a shared HS256 secret, or dev mode).
     auth_jwks_url: str | None = None
     auth_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["EdDSA"])
     auth_issuer: str | None = None
-    auth_audience: str | None = None
-    auth_secret: str | None = None
+    # validate_default: the production rules below must run when the variable is absent.
+    auth_audience: str | None = Field(default=None, validate_default=True)
+    auth_secret: str | None = Field(default=None, validate_default=True)
     auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    jwks_cache_seconds: int = Field(default=300, ge=1)
-    jwks_refetch_cooldown_seconds: int = Field(default=30, ge=1)
+    # A key removed from the JWKS is refused within this many seconds (the set is refetched
+    # in the background once half as old).
+    jwks_cache_seconds: int = Field(default=60, ge=1)
+    # Unknown key ids may cause 3 fetches a second apart, then one per this many seconds: the
+    # longest a flood of forged key ids can delay a genuinely new key.
+    jwks_refetch_cooldown_seconds: int = Field(default=10, ge=1)
+    # How long the last good key set is used while the JWKS cannot be reached; then 503.
+    jwks_stale_limit_seconds: int = Field(default=3600, ge=60)
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # The MCP server, and the access tokens the API mints for it (never the user's JWT).
     mcp_url: str = "http://127.0.0.1:8001/mcp"
     mcp_resource_url: str = "http://127.0.0.1:8001/mcp"
     mcp_token_issuer: str = "http://127.0.0.1:8000"
-    mcp_token_secret: str | None = None
+    mcp_token_secret: str | None = Field(default=None, validate_default=True)
+    # How `todo-assistant mcp` talks: `stdio` for clients that cannot pass a flag of ours.
+    mcp_transport: Literal["http", "stdio"] = "http"
     mcp_token_ttl_seconds: int = Field(default=300, ge=10, le=600)
     mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"]
@@ -90,28 +103,77 @@ class Settings(BaseSettings):
                     data[key] = _split_csv(data[key])
         return data
 
-    @model_validator(mode="after")
-    def _check_safety(self) -> Settings:
-        if not self.database_url:
-            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'todo.db'}"
-        if self.auth_secret is not None and len(self.auth_secret.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-        if self.mcp_token_secret is not None:
-            if len(self.mcp_token_secret.encode()) < MIN_SECRET_BYTES:
-                raise ValueError(f"MCP_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-            if self.mcp_token_secret == self.auth_secret:
-                raise ValueError("MCP_TOKEN_SECRET must differ from AUTH_SECRET")
-        if "none" in {alg.lower() for alg in self.auth_algorithms}:
+    # Each rule is a field validator, not one model validator, so that pydantic reports
+    # every broken setting in one go instead of the first one per attempt.
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            # Never echo the value: it may hold a password.
+            raise ValueError(
+                f"DATABASE_URL is not a database URL; use {DATABASE_URL_FORMS}"
+            ) from None
+        if url.drivername not in SUPPORTED_DRIVERS:
+            raise ValueError(
+                f"DATABASE_URL scheme {url.drivername}:// is not supported;"
+                f" use {DATABASE_URL_FORMS}"
+            )
+        return value
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _no_alg_none(cls, value: list[str]) -> list[str]:
+        if "none" in {alg.lower() for alg in value}:
             raise ValueError("AUTH_ALGORITHMS must not contain 'none'")
-        if self.app_env == "production":
-            if not self.auth_jwks_url and not self.auth_secret:
-                raise ValueError("production needs AUTH_JWKS_URL or AUTH_SECRET (>= 32 bytes)")
-            if not self.mcp_token_secret:
-                raise ValueError("production needs MCP_TOKEN_SECRET (>= 32 bytes)")
-            if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
+        return value
+
+    @field_validator("auth_audience")
+    @classmethod
+    def _jwks_claims_in_production(cls, value: str | None, info: ValidationInfo) -> str | None:
+        data = info.data
+        if data.get("app_env") == "production" and data.get("auth_jwks_url"):
+            if not (value and data.get("auth_issuer")):
                 raise ValueError(
                     "production with AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE"
                 )
+        return value
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _strong_auth_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        production = info.data.get("app_env") == "production"
+        if production and value is None and not info.data.get("auth_jwks_url"):
+            raise ValueError("production needs AUTH_JWKS_URL or AUTH_SECRET (>= 32 bytes)")
+        return value
+
+    @field_validator("mcp_token_secret")
+    @classmethod
+    def _strong_mcp_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("app_env") == "production":
+                raise ValueError("production needs MCP_TOKEN_SECRET (>= 32 bytes)")
+            return value
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"MCP_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        if value == info.data.get("auth_secret"):
+            raise ValueError("MCP_TOKEN_SECRET must differ from AUTH_SECRET")
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = default_database_url(self.data_dir)
         return self
 
     @property
@@ -122,6 +184,28 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_default_database(self) -> bool:
+        """The local SQLite file under DATA_DIR that nobody configured: safe to migrate."""
+        return self.database_url == default_database_url(self.data_dir)
+
+
+def default_database_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'todo.db'}"
+
+
+def describe_problems(error: ValidationError) -> list[str]:
+    """One line per broken setting, naming the variable and never quoting its value."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        names = [str(part).upper() for part in problem["loc"]]
+        # Our own rules already name their variable; pydantic's type errors do not.
+        if names and names[0] not in message:
+            message = f"{names[0]}: {message}"
+        lines.append(message)
+    return lines
 
 
 def read_or_create_secret(path: Path) -> str:

@@ -1,6 +1,11 @@
-"""python -m mcp_server [--transport http|stdio] [--host] [--port]"""
+"""python -m mcp_server [--transport http|stdio] [--host] [--port]
+
+The same as `todo-assistant mcp`: without --transport, MCP_TRANSPORT decides (default http).
+"""
+
+import sys
 
 from backend.cli import main
 
 if __name__ == "__main__":
-    main(["mcp", *__import__("sys").argv[1:]])
+    main(["mcp", *sys.argv[1:]])

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from select import select as wait_readable
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -95,7 +98,7 @@ async def test_terminal_chat_adds_a_task_lists_it_and_the_logs_show_the_transcri
     )
     shown = f"stdout:\n{chat.out}\nstderr:\n{chat.err}"
     assert chat.code == 0, shown
-    assert "Chatting as alice (model: local)" in chat.out, shown
+    assert "Chatting as alice (model: local), time zone Europe/Paris" in chat.out, shown
     replies = [
         turn.split("assistant> ", 1)[1].strip()
         for turn in chat.out.split("you> ")
@@ -152,3 +155,85 @@ async def test_terminal_chat_adds_a_task_lists_it_and_the_logs_show_the_transcri
             assert line in logs.out, logs.out
     assert "add_task(" in logs.out
     assert "list_tasks(" in logs.out
+
+
+async def test_terminal_chat_defaults_to_the_machines_time_zone(
+    cli_env: dict[str, str], database: Database
+) -> None:
+    new_york = ZoneInfo("America/New_York")
+    cli_env["TZ"] = "America/New_York"
+
+    chat = await run_cli(cli_env, "chat", "--user", "bob", stdin="add call mom tomorrow at 5pm\n")
+
+    shown = f"stdout:\n{chat.out}\nstderr:\n{chat.err}"
+    assert chat.code == 0, shown
+    assert "time zone America/New_York" in chat.out, shown
+    async with database.session_scope() as session:
+        [task] = (await session.scalars(select(Task).where(col(Task.user_id) == "bob"))).all()
+    assert task.due_at is not None
+    due = task.due_at.astimezone(new_york)
+    assert (due.hour, due.minute) == (17, 0)
+
+
+def _type_in_a_terminal(env: dict[str, str], steps: list[tuple[str, int]]) -> str:
+    """Run the chat on a pseudo-terminal; each step types keys, then waits until the screen
+    shows that many assistant replies. Ctrl-D at the end."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "chat", "--user", "carol", "--timezone", "UTC"],
+        cwd=PROJECT_ROOT,
+        env={**env, "TERM": "xterm"},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    screen = b""
+    deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+
+    def read_until(replies: int = 0, prompt: bool = False) -> None:
+        nonlocal screen
+        while not (
+            (prompt and screen.rstrip().endswith(b"you>"))
+            or (replies and screen.count(b"assistant> ") >= replies and screen.endswith(b"you> "))
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the terminal chat stalled:\n{screen.decode(errors='replace')}"
+                )
+            ready, _, _ = wait_readable([controller], [], [], 0.5)
+            if ready:
+                try:
+                    screen += os.read(controller, 4096)
+                except OSError:  # the child closed the terminal
+                    return
+
+    try:
+        read_until(prompt=True)
+        for keys, replies in steps:
+            os.write(controller, keys.encode())
+            read_until(replies=replies)
+        os.write(controller, b"\x04")
+        process.wait(timeout=CLI_TIMEOUT_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    return screen.decode(errors="replace")
+
+
+async def test_terminal_chat_recalls_the_previous_line_with_the_up_arrow(
+    cli_env: dict[str, str], database: Database
+) -> None:
+    up_arrow = "\x1b[A"
+
+    screen = await asyncio.to_thread(
+        _type_in_a_terminal, cli_env, [("add buy milk\r", 1), (f"{up_arrow}\r", 2)]
+    )
+
+    assert "^[[A" not in screen, screen
+    async with database.session_scope() as session:
+        tasks = (await session.scalars(select(Task).where(col(Task.user_id) == "carol"))).all()
+    assert [task.title for task in tasks] == ["Buy milk", "Buy milk"], screen
