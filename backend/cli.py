@@ -340,11 +340,11 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
     if transport == "stdio":
         _serve_stdio(settings)
         return
-    if "mcp_resource_url" not in settings.model_fields_set:
-        # Tokens name the server they are for; by default, the one this command starts.
-        settings = settings.model_copy(
-            update={"mcp_resource_url": f"http://{args.host}:{args.port}/mcp"}
-        )
+    if not {"mcp_url", "mcp_resource_url"} & settings.model_fields_set:
+        # Tokens name the server they are for; unconfigured, this one on the port it binds
+        # (by loopback, as `token --mcp` and the API name it by default).
+        url = f"http://127.0.0.1:{args.port}/mcp"
+        settings = settings.model_copy(update={"mcp_url": url, "mcp_resource_url": url})
     ready_database(settings)
     from mcp_server.runner import run_http
 
@@ -356,9 +356,14 @@ def cmd_mcp_stdio(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _serve_stdio(settings: Settings) -> None:
-    if not os.environ.get("TODO_USER_ID", "").strip():
-        # Checked before the SDK loads so the refusal is immediate.
+    from backend.deps import user_id_problem
+
+    # Checked before the SDK loads so the refusal is immediate.
+    user_id = os.environ.get("TODO_USER_ID", "")
+    if not user_id.strip():
         fail("TODO_USER_ID must name the user whose tasks the stdio server manages")
+    if problem := user_id_problem(user_id):
+        fail(f"TODO_USER_ID: {problem}")
     # stdout belongs to the protocol: anything printed while starting goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         ready_database(settings)
@@ -406,7 +411,7 @@ def _mcp_audience(args: argparse.Namespace, settings: Settings) -> str:
     """--mcp-url, else MCP_RESOURCE_URL as set, else the running `serve`, else the default."""
     if args.mcp_url:
         return str(args.mcp_url)
-    if "mcp_resource_url" in settings.model_fields_set:
+    if {"mcp_url", "mcp_resource_url"} & settings.model_fields_set:
         return settings.mcp_resource_url
     return _running_mcp_url(settings) or settings.mcp_resource_url
 
@@ -476,7 +481,8 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
     ready_database(settings)
     # Join the MCP server a running `serve` started (on whatever port it was given) unless
     # MCP_URL names one; otherwise the chat would start a second server on the default port.
-    running = None if os.environ.get("MCP_URL") else _running_mcp_url(settings)
+    configured = {"mcp_url", "mcp_resource_url"} & settings.model_fields_set
+    running = None if configured else _running_mcp_url(settings)
     if running:
         settings = settings.model_copy(update={"mcp_url": running, "mcp_resource_url": running})
     mcp_process = None
@@ -598,15 +604,19 @@ def _positive_seconds(text: str) -> float:
 
 
 def _user_id(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a user id cannot be empty")
+    from backend.deps import user_id_problem
+
+    if problem := user_id_problem(text):
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
 def _zone(text: str) -> ZoneInfo:
+    from backend.chat.router import user_zone
+
     try:
-        return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+        return user_zone(text)
+    except AppError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an IANA time zone (such as Europe/Paris)"
         ) from None

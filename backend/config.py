@@ -55,7 +55,9 @@ class Settings(BaseSettings):
 
     # The MCP server, and the access tokens the API mints for it (never the user's JWT).
     mcp_url: str = "http://127.0.0.1:8001/mcp"
-    mcp_resource_url: str = "http://127.0.0.1:8001/mcp"
+    # The `aud` of MCP access tokens: the server's URL as its clients name it. Unset, it is
+    # MCP_URL, so the API, `token --mcp` and the server agree whatever port they were given.
+    mcp_resource_url: str = Field(default="", validate_default=True)
     mcp_token_issuer: str = "http://127.0.0.1:8000"
     mcp_token_secret: str | None = Field(default=None, validate_default=True)
     # How `todo-assistant mcp` talks: `stdio` for clients that cannot pass a flag of ours.
@@ -108,7 +110,15 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        # The logging module takes WARN as WARNING; so do we.
+        return "WARNING" if value.upper() == "WARN" else value.upper()
+
+    @field_validator("mcp_resource_url")
+    @classmethod
+    def _resource_is_mcp_url_by_default(cls, value: str, info: ValidationInfo) -> str:
+        return value or str(info.data.get("mcp_url", ""))
 
     @field_validator("database_url")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -47,6 +48,16 @@ async def current_user_id(
 CurrentUser = Annotated[str, Depends(current_user_id)]
 # PostgreSQL cannot store NUL, and control characters are never a real subject.
 USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+MAX_USER_ID = 128
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Why a user id cannot be one (for ids that arrive outside a token: CLI, stdio)."""
+    if not user_id.strip():
+        return "a user id cannot be empty"
+    if len(user_id) > MAX_USER_ID or not re.fullmatch(USER_ID_PATTERN, user_id):
+        return f"a user id has at most {MAX_USER_ID} characters and no control characters"
+    return None
 
 
 async def path_user_id(
@@ -54,7 +65,7 @@ async def path_user_id(
         str,
         Path(
             min_length=1,
-            max_length=128,
+            max_length=MAX_USER_ID,
             pattern=USER_ID_PATTERN,
             description="The token's subject, percent-encoded in the path (no control characters).",
             examples=["user-123", "пользователь-😀"],

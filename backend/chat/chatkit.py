@@ -48,7 +48,13 @@ from chatkit.types import (
 )
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BeforeValidator, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from backend.agent.tools import progress_text
 from backend.chat import service as chat_service
@@ -169,10 +175,11 @@ def _retryable(error: Exception) -> bool:
 # The requests this server takes: the SDK's own models, narrowed to what our store can hold.
 # Anything else is refused before the SDK acts on it, so a refused request changes nothing.
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# As the SDK reads it: 0 means the default page; the store serves at most MAX_PAGE_SIZE.
 # JSON Schema counts 2.0 as an integer; strict parsing would not.
 Limit = Annotated[
     int,
-    Field(ge=1, le=MAX_PAGE_SIZE),
+    Field(ge=0),
     BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v),
 ]
 Title = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]

@@ -134,6 +134,7 @@ class ConversationStore(Store[ChatKitContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: ChatKitContext
     ) -> Page[ThreadMetadata]:
+        limit = min(limit, MAX_PAGE_SIZE)  # a larger page than we serve gets our largest
         async with self.database.session_scope() as session:
             conversations = await chat_service.conversations_after(
                 session, context.user_id, after, limit + 1, newest_first=order != "asc"
@@ -155,6 +156,7 @@ class ConversationStore(Store[ChatKitContext]):
         order: str,
         context: ChatKitContext,
     ) -> Page[ThreadItem]:
+        limit = min(limit, MAX_PAGE_SIZE)
         conversation = await self.conversation(thread_id, context)
         direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
         async with self.database.session_scope() as session:

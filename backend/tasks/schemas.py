@@ -56,13 +56,14 @@ def _listed(value: str) -> str:
 
 
 _SIGNED = "[+-]?"
+# Every real calendar day except 29 February (a pattern cannot tell leap years).
+_MONTH_DAY = "((0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])(29|30)|(0[13578]|1[02])31)"
+_UNTIL_DATE = f"(19|20)[0-9]{{2}}{_MONTH_DAY}"
 _RRULE_PARTS = {
     "INTERVAL": "[1-9][0-9]{0,5}",
     "COUNT": "[1-9][0-9]{0,5}",
     # Naive dates only: the rule is checked against a naive start (a `Z` one is refused).
-    "UNTIL": "(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])"
-    + _any_case("T")
-    + "([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]|(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])",
+    "UNTIL": f"{_UNTIL_DATE}({_any_case('T')}([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9])?",
     "WKST": _any_case("MO", "TU", "WE", "TH", "FR", "SA", "SU"),
     "BYDAY": _listed(
         f"({_SIGNED}([1-9]|[1-4][0-9]|5[0-3]))?"
@@ -77,20 +78,32 @@ _RRULE_PARTS = {
     "BYMINUTE": _listed("[0-5]?[0-9]"),
     "BYSECOND": _listed("[0-5]?[0-9]"),
 }
-# Sub-daily rules can name hours no interval reaches, which dateutil refuses; a task repeats
-# daily at most.
-_FREQUENCY = _any_case("YEARLY", "MONTHLY", "WEEKLY", "DAILY")
+_SUB_HOURLY_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")
+
+
+def _rule(frequency: str, parts: dict[str, str]) -> str:
+    """FREQ with the other parts before or after it, in any order (RFC 5545 fixes none)."""
+    part = "(" + "|".join(f"{_any_case(name)}=({value})" for name, value in parts.items()) + ")"
+    return f"({part};)*{_any_case('FREQ')}={frequency}(;{part})*"
+
+
+# Hourly rules may not name hours, minutes or seconds: an interval can step past every one of
+# them, which dateutil refuses. Minutely and secondly repeats are not tasks.
 _RRULE = (
-    f"{_any_case('RRULE:')}?{_any_case('FREQ')}={_FREQUENCY}"
-    + "(;("
-    + "|".join(f"{_any_case(name)}=({value})" for name, value in _RRULE_PARTS.items())
-    + "))*"
+    f"{_any_case('RRULE:')}?("
+    + _rule(_any_case("YEARLY", "MONTHLY", "WEEKLY", "DAILY"), _RRULE_PARTS)
+    + "|"
+    + _rule(
+        _any_case("HOURLY"),
+        {k: v for k, v in _RRULE_PARTS.items() if k not in _SUB_HOURLY_PARTS},
+    )
+    + ")"
 )
 RECURRENCE_PATTERN = (
     f"^[{SPACE_CLASS}]*({_any_case(*SIMPLE_RECURRENCES, 'none')}|{_RRULE})?[{SPACE_CLASS}]*$"
 )
-"""Empty or `none` (no repeat), daily/weekly/monthly, or an RFC 5545 RRULE with FREQ first; any
-letter case. Everything it matches dateutil accepts, so the OpenAPI pattern is the whole rule."""
+"""Empty or `none` (no repeat), daily/weekly/monthly, or an RFC 5545 RRULE (hourly or slower);
+any letter case. Everything it matches dateutil accepts, so the OpenAPI pattern is the rule."""
 _RECURRENCE = re.compile(RECURRENCE_PATTERN)
 DATE_TIME_PATTERN = r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}[Tt ]"
 """How a date-time starts: an ISO 8601 date (pydantic would also read numbers as Unix times) in

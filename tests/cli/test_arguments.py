@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from backend.cli import _parser
+from tests.conftest import make_settings
 
 
 def _every_parser() -> dict[str, argparse.ArgumentParser]:
@@ -97,3 +99,36 @@ def test_ports_come_from_the_environment_when_no_flag_is_given(
     assert (serve.port, serve.mcp_port) == (8010, 8011)
     assert (flagged.port, flagged.mcp_port) == (9000, 8011)
     assert mcp.port == 8011
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posix/Europe/Paris", "Not/AZone"])
+def test_the_terminal_chat_takes_the_zones_the_api_takes(zone: str) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["chat", "--timezone", zone])
+    assert (
+        _parser().parse_args(["chat", "--timezone", "Europe/Paris"]).timezone.key == "Europe/Paris"
+    )
+
+
+@pytest.mark.parametrize("user", ["a\x00b", "tab\tbed", "x" * 129])
+def test_the_cli_takes_the_user_ids_the_api_takes(user: str) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["token", "--user", user])
+    assert _parser().parse_args(["token", "--user", "пользователь-😀"]).user == "пользователь-😀"
+
+
+def test_mcp_tokens_name_mcp_url_unless_a_resource_url_is_given(tmp_path: Path) -> None:
+    """One rule for the API, `token --mcp` and the server: MCP_RESOURCE_URL defaults to MCP_URL."""
+    only_url = make_settings(tmp_path, "sqlite+aiosqlite://", mcp_url="http://mcp:9001/mcp")
+    both = make_settings(
+        tmp_path,
+        "sqlite+aiosqlite://",
+        mcp_url="http://10.0.0.5:8001/mcp",
+        mcp_resource_url="https://tools.example.com/mcp",
+    )
+    assert only_url.mcp_resource_url == "http://mcp:9001/mcp"
+    assert both.mcp_resource_url == "https://tools.example.com/mcp"
+
+
+def test_log_level_warn_is_warning(tmp_path: Path) -> None:
+    assert make_settings(tmp_path, "sqlite+aiosqlite://", log_level="warn").log_level == "WARNING"

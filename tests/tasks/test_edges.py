@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pydantic
 import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
@@ -304,3 +305,28 @@ async def test_the_docs_pages_load_every_asset_from_this_server(
         asset = await client.get(url)
         assert asset.status_code == 200, url
         assert len(asset.content) > 1000, url
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "FREQ=WEEKLY;UNTIL=20301231",
+        "FREQ=MONTHLY;UNTIL=20300630T090000",
+        "INTERVAL=2;FREQ=WEEKLY",
+        "BYDAY=MO,WE;FREQ=WEEKLY;COUNT=10",
+        "FREQ=HOURLY;INTERVAL=4",
+    ],
+)
+def test_rrules_valid_under_rfc_5545_are_accepted_and_documented(rule: str) -> None:
+    """Parts in any order, every real day in UNTIL, hourly repeats: the pattern is not narrower."""
+    assert TaskCreate(title="t", recurrence=rule).recurrence == rule
+    assert re.fullmatch(_documented_pattern("TaskCreate", "recurrence"), rule)
+
+
+@pytest.mark.parametrize(
+    "rule", ["FREQ=HOURLY;BYHOUR=3", "FREQ=MINUTELY", "FREQ=WEEKLY;UNTIL=20300231"]
+)
+def test_rrules_dateutil_refuses_or_that_are_not_tasks_are_refused(rule: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        TaskCreate(title="t", recurrence=rule)
+    assert not re.fullmatch(_documented_pattern("TaskCreate", "recurrence"), rule)
