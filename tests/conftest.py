@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -135,3 +138,15 @@ def auth(user_id: str) -> dict[str, str]:
 @pytest.fixture
 def auth_headers() -> Callable[[str], dict[str, str]]:
     return auth
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script that is not in a package (.ci/, scripts/), imported for its tests."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up here
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -7,7 +7,6 @@ README's commands) needs the network and a minute, so it is `.ci/front_door.py`,
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -16,12 +15,12 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from bench.__main__ import SMALL, benchmarks, command
+from tests.conftest import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_UV = '#!/bin/sh\necho "uv 9.9.9 (fake)"\n'
@@ -41,18 +40,7 @@ UV_WHEELS = [
 ]
 
 
-def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up here
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-install_uv = _load(REPO_ROOT / "scripts" / "install_uv.py")
+install_uv = load_script(REPO_ROOT / "scripts" / "install_uv.py")
 
 
 def _make(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ from urllib.parse import unquote
 
 import pytest
 import schemathesis
-import uvicorn
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -38,7 +35,7 @@ from backend.main import create_app
 from backend.tasks import service as task_service
 from backend.tasks.schemas import TaskCreate
 from mcp_server.server import create_http_app
-from tests.chat.conftest import TEST_MCP_SECRET, free_port
+from tests.chat.conftest import TEST_MCP_SECRET, free_port, serving_in_thread
 from tests.conftest import make_settings, user_token
 
 DEV_USER = "contract-user"
@@ -88,20 +85,8 @@ def api_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def mcp_server(api_settings: Settings) -> Iterator[None]:
     """The real MCP server on loopback, so chat turns run their tools for real."""
     port = int(api_settings.mcp_url.rsplit(":", 1)[1].split("/")[0])
-    config = uvicorn.Config(
-        create_http_app(api_settings), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the MCP server did not start")
-        time.sleep(0.05)
-    yield
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_in_thread(create_http_app(api_settings), port):
+        yield
 
 
 @pytest.fixture(scope="module")

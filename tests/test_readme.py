@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.conftest import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up here
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-front_door = _load(REPO_ROOT / ".ci" / "front_door.py")
+front_door = load_script(REPO_ROOT / ".ci" / "front_door.py")
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +48,27 @@ def mcp_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         mcp_url=url,
         mcp_resource_url=url,
     )
-    config = uvicorn.Config(
-        create_http_app(settings), host="127.0.0.1", port=port, log_level="warning"
-    )
+    with serving_in_thread(create_http_app(settings), port):
+        yield url
+
+
+@contextmanager
+def serving_in_thread(app: Any, port: int) -> Iterator[None]:
+    """An ASGI app served by uvicorn on a loopback port, in a thread, until the block ends."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the MCP server did not start")
+            raise RuntimeError("the server did not start")
         time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def chat_settings(tmp_path: Path, database_url: str, server_url: str, **overrides: Any) -> Settings:

@@ -25,6 +25,7 @@ from backend.config import Settings
 from tests.chat.conftest import TEST_MCP_SECRET, free_port
 from tests.conftest import TEST_SECRET, make_settings
 from tests.faults.support import McpServerProcess, migrate_in_thread
+from tests.mcp_server.conftest import TOOL_NAMES
 
 INSPECTOR_VERSION = "0.22.0"
 INSPECTOR = f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"
@@ -32,16 +33,6 @@ CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 INSPECTOR_DIR = CACHE_ROOT / "todo-assistant" / f"mcp-inspector-{INSPECTOR_VERSION}"
 INSTALL_TIMEOUT_SECONDS = 300
 RUN_TIMEOUT_SECONDS = 120
-TOOL_NAMES = {
-    "add_task",
-    "list_tasks",
-    "get_task",
-    "complete_task",
-    "reopen_task",
-    "update_task",
-    "delete_task",
-    "restore_task",
-}
 # The stdio server the README's desktop config and Inspector line start (`todo-assistant
 # mcp-stdio`), run with this interpreter so the test needs neither uv nor the console script.
 STDIO_SERVER = [sys.executable, "-m", "backend.cli", "mcp-stdio"]
