@@ -450,14 +450,23 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
             sys.stdout.write(logs.export_jsonl(transcript))
 
     async def tail(database: Database) -> None:
+        # Ctrl-C (or a supervisor's SIGTERM) ends the wait, not whatever query is running:
+        # cancelling a database call halfway leaves a connection that cannot close cleanly.
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
         async with database.session_scope() as session:
             recent = await logs.list_runs(session, user_id=args.user, limit=10)
         shown: dict[int, str] = {run.id or 0: run.status for run in recent}
-        print(logs.RUN_HEADER)
+        print(logs.RUN_HEADER, flush=True)
         for run in recent:
-            print(logs.format_run_line(run))
-        while True:
-            await asyncio.sleep(args.interval)
+            print(logs.format_run_line(run), flush=True)
+        while not stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), timeout=args.interval)
+            if stopped.is_set():
+                break
             pending = [run_id for run_id, status in shown.items() if status == "running"]
             after = min(pending, default=max(shown, default=0) + 1) - 1
             async with database.session_scope() as session:
