@@ -538,7 +538,7 @@ def _chat_loop(args: argparse.Namespace, settings: Settings) -> None:
                     continue
                 try:
                     request = ChatRequest(message=text, conversation_id=conversation_id)
-                    result = runner.run(turns.chat(args.user, request, zone))
+                    result = runner.run(turns.chat(args.user, request, zone, "cli"))
                 except (AppError, ValueError) as exc:
                     print(f"[error] {getattr(exc, 'message', exc)}")
                     continue

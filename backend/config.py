@@ -84,6 +84,32 @@ class Settings(BaseSettings):
     chat_max_destructive_calls: int = Field(default=5, ge=0, le=100)
     mcp_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Task events: the outbox relay and where it publishes (specs/events.md).
+    # none: events stay in the log, marked published here (dev); dapr: the sidecar's pub/sub;
+    # kafka: straight to brokers with aiokafka.
+    events_publisher: Literal["none", "dapr", "kafka"] = "none"
+    # Run the relay inside `serve`/`api`; false when `todo-assistant relay` runs apart.
+    events_relay: bool = True
+    events_topic: str = Field(default="task-events", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    events_batch_size: int = Field(default=100, ge=1, le=1000)
+    # The fallback poll; commits in this process (and NOTIFY on PostgreSQL) wake it sooner.
+    events_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # An event the publisher refuses this many times is marked dead (broker outages do not
+    # count: the relay waits them out).
+    events_max_attempts: int = Field(default=10, ge=1, le=1000)
+    # Published events older than this leave the log (0 keeps them forever).
+    events_retention_days: int = Field(default=30, ge=0)
+    # Feed our own consumers (task history) from the relay; unset: yes unless publishing
+    # through Dapr, which delivers to /dapr/subscribe routes instead.
+    events_local_consumers: bool | None = None
+    dapr_http_port: int = Field(default=3500, ge=1, le=65535)
+    dapr_host: str = "127.0.0.1"
+    dapr_pubsub_name: str = Field(default="taskpubsub", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    dapr_api_token: str | None = None
+    events_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_client_id: str = "todo-assistant"
+
     # Limits.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
@@ -190,6 +216,12 @@ class Settings(BaseSettings):
     def dev_auth(self) -> bool:
         """No auth configured outside production: sign and verify with a local secret."""
         return not self.auth_jwks_url and not self.auth_secret
+
+    @property
+    def feeds_local_consumers(self) -> bool:
+        if self.events_local_consumers is not None:
+            return self.events_local_consumers
+        return self.events_publisher != "dapr"
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, Relationship, SQLModel
 
@@ -60,6 +61,8 @@ class Task(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Bumped by every change; the version in the task's events, so consumers can order them.
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
     tag_links: list["TaskTag"] = Relationship(
         sa_relationship_kwargs={
@@ -169,3 +172,77 @@ class AgentRun(SQLModel, table=True):
     # dies mid-turn, whoever closes the run stores them, so a retry never repeats them.
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
     feedback_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class OutboxEvent(SQLModel, table=True):
+    """A task event, written in the transaction of the change it describes; also the log.
+
+    `payload` is the whole CloudEvent as published. The relay publishes pending rows in id
+    order per task, marks them published (or, after too many failures, dead) and never
+    deletes them; retention prunes old published rows.
+    """
+
+    __tablename__ = "outbox_event"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'published', 'dead')", name="status"),
+        # The relay's work list and the "is an earlier event of this task still pending?"
+        # check; partial, so it stays as small as the backlog.
+        Index(
+            "ix_outbox_event_pending",
+            "task_id",
+            "id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_outbox_event_task_id_id", "task_id", "id"),
+        Index("ix_outbox_event_created_at", "created_at"),
+        Index("ix_outbox_event_status_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=36, unique=True)
+    type: str = Field(max_length=100)
+    task_id: int
+    user_id: str = Field(max_length=128)
+    channel: str = Field(max_length=16)
+    version: int
+    payload: dict[str, Any] = Field(sa_type=JSON)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = Field(default=0)
+    # Not before this time (backoff after a failure).
+    available_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=2000)
+
+
+class InboxEvent(SQLModel, table=True):
+    """Events a consumer has applied, written in the transaction of its effect: a second
+    delivery of the same event finds its row and changes nothing."""
+
+    __tablename__ = "inbox_event"
+
+    consumer: str = Field(sa_column=Column(String(64), primary_key=True))
+    event_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    received_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class TaskActivity(SQLModel, table=True):
+    """A task's history, built by the `task-activity` consumer from the task events."""
+
+    __tablename__ = "task_activity"
+    __table_args__ = (
+        UniqueConstraint("event_id"),
+        Index("ix_task_activity_user_id_task_id_version", "user_id", "task_id", "version"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=64)
+    user_id: str = Field(max_length=128)
+    task_id: int
+    version: int
+    action: str = Field(max_length=32)
+    channel: str = Field(max_length=16)
+    title: str = Field(max_length=200)
+    changes: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)

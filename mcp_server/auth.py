@@ -47,6 +47,7 @@ class McpTokenVerifier(TokenVerifier):
             expires_at=access.expires_at,
             resource=self._config.audience,
             subject=access.user_id,
+            claims={"channel": access.channel} if access.channel else None,
         )
 
 

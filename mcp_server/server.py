@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backend.agent.tools import TOOLS, WRITE_TOOLS
-from backend.auth.mcp_tokens import ALL_SCOPES, READ_SCOPE, mcp_token_config
+from backend.auth.mcp_tokens import ALL_SCOPES, READ_SCOPE, TURN_CHANNELS, mcp_token_config
 from backend.config import Settings
 from backend.db import Database, is_database_unavailable
 from backend.errors import AppError
+from backend.events.outbox import Channel
 from backend.tasks import service
 from backend.tasks.schemas import (
     MAX_DESCRIPTION,
@@ -135,6 +136,17 @@ def http_user() -> str:
     return token.subject
 
 
+def http_channel() -> Channel:
+    """Where the change came from: a chat turn's token says which; other clients are `mcp`."""
+    token = get_access_token()
+    channel = (token.claims or {}).get("channel") if token is not None else None
+    return cast(Channel, channel) if channel in TURN_CHANNELS else "mcp"
+
+
+def stdio_channel() -> Channel:
+    return "mcp"
+
+
 def _require_scope(scope: str) -> None:
     token = get_access_token()
     if token is not None and scope not in token.scopes:
@@ -144,9 +156,15 @@ def _require_scope(scope: str) -> None:
 class TaskTools:
     """The tool functions; each call opens its own database session."""
 
-    def __init__(self, database: Database, resolve_user: UserResolver) -> None:
+    def __init__(
+        self,
+        database: Database,
+        resolve_user: UserResolver,
+        resolve_channel: Callable[[], Channel] = stdio_channel,
+    ) -> None:
         self.database = database
         self.resolve_user = resolve_user
+        self.resolve_channel = resolve_channel
 
     async def _run(self, tool: str, action: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
         """Run `action` for the caller in one transaction, with the scope the table gives `tool`."""
@@ -193,7 +211,7 @@ class TaskTools:
 
         async def create(session: AsyncSession, user_id: str) -> TaskCreated:
             data = TaskCreate.model_validate({k: v for k, v in fields.items() if v is not None})
-            task = await service.create_task(session, user_id, data)
+            task = await service.create_task(session, user_id, data, channel=self.resolve_channel())
             view = TaskView.of(task)
             return TaskCreated(task_id=view.id, **view.model_dump())
 
@@ -278,7 +296,9 @@ class TaskTools:
         """Mark a task as done. Completing a task that is already done changes nothing."""
 
         async def complete(session: AsyncSession, user_id: str) -> TaskChanged:
-            task = await service.set_completion(session, user_id, task_id, True)
+            task = await service.set_completion(
+                session, user_id, task_id, True, channel=self.resolve_channel()
+            )
             return TaskChanged(task_id=task_id, status="completed", title=task.title)
 
         return await self._run("complete_task", complete)
@@ -287,7 +307,9 @@ class TaskTools:
         """Mark a done task as not done (pending) again."""
 
         async def reopen(session: AsyncSession, user_id: str) -> TaskChanged:
-            task = await service.set_completion(session, user_id, task_id, False)
+            task = await service.set_completion(
+                session, user_id, task_id, False, channel=self.resolve_channel()
+            )
             return TaskChanged(task_id=task_id, status="pending", title=task.title)
 
         return await self._run("reopen_task", reopen)
@@ -341,7 +363,11 @@ class TaskTools:
             if not changes:
                 raise ToolError("Nothing to change: pass at least one field to update")
             task = await service.update_task(
-                session, user_id, task_id, TaskUpdate.model_validate(changes)
+                session,
+                user_id,
+                task_id,
+                TaskUpdate.model_validate(changes),
+                channel=self.resolve_channel(),
             )
             return TaskChanged(task_id=task_id, status="updated", title=task.title)
 
@@ -351,7 +377,9 @@ class TaskTools:
         """Delete a task. It can be brought back with restore_task."""
 
         async def delete(session: AsyncSession, user_id: str) -> TaskChanged:
-            task = await service.delete_task(session, user_id, task_id)
+            task = await service.delete_task(
+                session, user_id, task_id, channel=self.resolve_channel()
+            )
             return TaskChanged(task_id=task_id, status="deleted", title=task.title)
 
         return await self._run("delete_task", delete)
@@ -360,7 +388,9 @@ class TaskTools:
         """Bring back a deleted task (undo delete_task)."""
 
         async def restore(session: AsyncSession, user_id: str) -> TaskChanged:
-            task = await service.restore_task(session, user_id, task_id)
+            task = await service.restore_task(
+                session, user_id, task_id, channel=self.resolve_channel()
+            )
             return TaskChanged(task_id=task_id, status="restored", title=task.title)
 
         return await self._run("restore_task", restore)
@@ -385,8 +415,8 @@ def _quietly(build: Callable[[], MCPServer]) -> MCPServer:
 
 
 def build_server(settings: Settings, database: Database, resolve_user: UserResolver) -> MCPServer:
-    tools = TaskTools(database, resolve_user).as_tools()
     http = resolve_user is http_user
+    tools = TaskTools(database, resolve_user, http_channel if http else stdio_channel).as_tools()
     return _quietly(
         lambda: MCPServer(
             "todo-assistant",

@@ -63,7 +63,9 @@ async def _seed(url: str) -> None:
     try:
         async with database.session_scope(write=True) as session:
             for number in range(1, KNOWN_IDS + 1):
-                await task_service.create_task(session, DEV_USER, TaskCreate(title=f"t{number}"))
+                await task_service.create_task(
+                    session, DEV_USER, TaskCreate(title=f"t{number}"), channel="rest"
+                )
                 await chat_service.create_conversation(session, DEV_USER, f"c{number}")
     finally:
         await database.dispose()

@@ -252,10 +252,11 @@ class AgentRuntime:
 
     @asynccontextmanager
     async def tools_for(
-        self, user_id: str, budget: ToolBudget | None = None
+        self, user_id: str, budget: ToolBudget | None = None, channel: str = "chat"
     ) -> AsyncIterator[TaskToolsServer]:
-        """An MCP connection for one request, carrying an access token minted for this user."""
-        token = mint_mcp_token(self.token_config, user_id)
+        """An MCP connection for one request, carrying an access token minted for this user
+        (and naming the chat front end, so the task events say where changes came from)."""
+        token = mint_mcp_token(self.token_config, user_id, channel=channel)
         timeout = self.settings.mcp_timeout_seconds
         server = TaskToolsServer(
             budget or ToolBudget.from_settings(self.settings),

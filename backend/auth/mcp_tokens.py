@@ -20,6 +20,8 @@ ALL_SCOPES = (READ_SCOPE, WRITE_SCOPE)
 MAX_TTL_SECONDS = 600
 LEEWAY_SECONDS = 5
 DEV_MCP_SECRET_FILE = "dev-mcp-secret"
+# The chat front ends a turn's token may name, so task events say where a change came from.
+TURN_CHANNELS = frozenset({"chat", "chatkit", "cli"})
 
 
 class InvalidMcpToken(Exception):
@@ -40,6 +42,8 @@ class McpAccess:
     scopes: tuple[str, ...]
     expires_at: int
     client_id: str
+    # The chat front end of the turn that minted the token; None for other MCP clients.
+    channel: str | None = None
 
 
 def mcp_token_config(settings: Settings) -> McpTokenConfig:
@@ -63,6 +67,7 @@ def mint_mcp_token(
     scopes: tuple[str, ...] = ALL_SCOPES,
     ttl_seconds: int | None = None,
     client_id: str = "todo-assistant-api",
+    channel: str | None = None,
 ) -> str:
     ttl = min(ttl_seconds or config.ttl_seconds, MAX_TTL_SECONDS)
     # Wall-clock time, not the domain clock: PyJWT checks exp/iat against the system clock.
@@ -77,6 +82,10 @@ def mint_mcp_token(
         "exp": now + ttl,
         "jti": uuid.uuid4().hex,
     }
+    if channel is not None:
+        if channel not in TURN_CHANNELS:
+            raise ValueError(f"not a chat channel: {channel!r}")
+        claims["channel"] = channel
     return jwt.encode(claims, config.secret, algorithm="HS256")
 
 
@@ -101,10 +110,11 @@ def verify_mcp_token(config: McpTokenConfig, token: str) -> McpAccess:
     subject, scope = claims["sub"], claims.get("scope", "")
     if not isinstance(subject, str) or not subject or not isinstance(scope, str):
         raise InvalidMcpToken("bad subject or scope")
-    client_id = claims.get("client_id")
+    client_id, channel = claims.get("client_id"), claims.get("channel")
     return McpAccess(
         user_id=subject,
         scopes=tuple(scope.split()),
         expires_at=expires_at,
         client_id=client_id if isinstance(client_id, str) else "unknown",
+        channel=channel if channel in TURN_CHANNELS else None,
     )

@@ -46,6 +46,8 @@ class TurnStart:
     # The turn answers this message: its history ends here, later messages are not its own.
     user_seq: int = 0
     replay: ChatReplay | None = None
+    # The front end the turn came through: chat, chatkit or cli.
+    channel: str = "chat"
 
 
 @dataclass(frozen=True)

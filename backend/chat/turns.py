@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -214,7 +214,7 @@ class TurnRunner:
     async def begin(self, user_id: str, request: ChatRequest, channel: str = "chat") -> TurnStart:
         """The first short transaction: conversation, lease, user message, run record."""
         async with self.database.session_scope(write=True) as session:
-            return await chat_service.begin_turn(
+            start = await chat_service.begin_turn(
                 session,
                 user_id,
                 conversation_id=request.conversation_id,
@@ -224,13 +224,14 @@ class TurnRunner:
                 lease_seconds=self.runtime.settings.chat_lease_seconds,
                 channel=channel,
             )
+        return replace(start, channel=channel)
 
     async def begin_for_stored(
         self, user_id: str, conversation_id: int, user_message_item_id: str, channel: str
     ) -> TurnStart:
         """A turn for a user message already stored (ChatKit: a new message or a retry)."""
         async with self.database.session_scope(write=True) as session:
-            return await chat_service.answer_stored_message(
+            start = await chat_service.answer_stored_message(
                 session,
                 user_id,
                 conversation_id,
@@ -239,6 +240,7 @@ class TurnRunner:
                 lease_seconds=self.runtime.settings.chat_lease_seconds,
                 channel=channel,
             )
+        return replace(start, channel=channel)
 
     def run(self, user_id: str, start: TurnStart, zone: ZoneInfo) -> Turn:
         """Start the agent part of a begun turn; it runs on even if the caller goes away."""
@@ -248,8 +250,10 @@ class TurnRunner:
 
         return Turn(start, work)
 
-    async def chat(self, user_id: str, request: ChatRequest, zone: ZoneInfo) -> ChatResponse:
-        start = await self.begin(user_id, request)
+    async def chat(
+        self, user_id: str, request: ChatRequest, zone: ZoneInfo, channel: str = "chat"
+    ) -> ChatResponse:
+        start = await self.begin(user_id, request, channel)
         return await self.run(user_id, start, zone).result()
 
     async def close_stale_runs(self) -> None:
@@ -346,7 +350,7 @@ class TurnRunner:
         recorder: TurnRecorder,
         budget: ToolBudget,
     ) -> str:
-        async with self.runtime.tools_for(user_id, budget) as tools:
+        async with self.runtime.tools_for(user_id, budget, start.channel) as tools:
             agent = self.runtime.agent(tools, utc_now(), zone)
             result = Runner.run_streamed(
                 agent,

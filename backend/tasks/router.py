@@ -52,7 +52,7 @@ async def create_task(
     user_id: PathUser, session: WriteSession, data: TaskCreate, request: Request, response: Response
 ) -> TaskPublic:
     """Create a task."""
-    task = await service.create_task(session, user_id, data)
+    task = await service.create_task(session, user_id, data, channel="rest")
     # url_for inserts values verbatim; a header holds only ASCII-safe text.
     response.headers["Location"] = request.url_for(
         "get_task", user_id=quote(user_id, safe=""), task_id=task.id
@@ -71,7 +71,9 @@ async def replace_task(
     user_id: PathUser, session: WriteSession, task_id: TaskId, data: TaskReplace
 ) -> TaskPublic:
     """Replace every editable field of a task."""
-    return TaskPublic.model_validate(await service.replace_task(session, user_id, task_id, data))
+    return TaskPublic.model_validate(
+        await service.replace_task(session, user_id, task_id, data, channel="rest")
+    )
 
 
 @router.patch("/{task_id}", response_model=TaskPublic)
@@ -79,13 +81,15 @@ async def update_task(
     user_id: PathUser, session: WriteSession, task_id: TaskId, changes: TaskUpdate
 ) -> TaskPublic:
     """Change only the fields sent."""
-    return TaskPublic.model_validate(await service.update_task(session, user_id, task_id, changes))
+    return TaskPublic.model_validate(
+        await service.update_task(session, user_id, task_id, changes, channel="rest")
+    )
 
 
 @router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_task(user_id: PathUser, session: WriteSession, task_id: TaskId) -> None:
     """Delete a task (soft: it can be restored)."""
-    await service.delete_task(session, user_id, task_id)
+    await service.delete_task(session, user_id, task_id, channel="rest")
 
 
 @router.patch("/{task_id}/complete", response_model=TaskPublic)
@@ -98,11 +102,13 @@ async def complete_task(
     """Toggle completion, or set it with `{"completed": true|false}`."""
     completed = change.completed if change is not None else None
     return TaskPublic.model_validate(
-        await service.set_completion(session, user_id, task_id, completed)
+        await service.set_completion(session, user_id, task_id, completed, channel="rest")
     )
 
 
 @router.post("/{task_id}/restore", response_model=TaskPublic)
 async def restore_task(user_id: PathUser, session: WriteSession, task_id: TaskId) -> TaskPublic:
     """Undo a delete."""
-    return TaskPublic.model_validate(await service.restore_task(session, user_id, task_id))
+    return TaskPublic.model_validate(
+        await service.restore_task(session, user_id, task_id, channel="rest")
+    )

@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from backend.clock import utc_now
 from backend.errors import NotFound
+from backend.events.outbox import Channel, TaskAction, changes_between, record_task_event, snapshot
 from backend.models import Task, TaskTag
 from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate
 
@@ -42,9 +43,18 @@ def _owned(user_id: str, *, include_deleted: bool = False) -> Select[Task]:
 
 
 async def _load(
-    session: AsyncSession, user_id: str, task_id: int, *, include_deleted: bool = False
+    session: AsyncSession,
+    user_id: str,
+    task_id: int,
+    *,
+    include_deleted: bool = False,
+    for_change: bool = False,
 ) -> Task:
     statement = _owned(user_id, include_deleted=include_deleted).where(col(Task.id) == task_id)
+    if for_change:
+        # Changes to one task queue on its row (PostgreSQL; SQLite writers are serial anyway),
+        # so versions and events follow the order the changes commit in.
+        statement = statement.with_for_update()
     task = (await session.scalars(statement)).first()
     if task is None:
         raise TaskNotFound(task_id)
@@ -63,7 +73,34 @@ def _apply_completion(task: Task, completed: bool) -> None:
     task.completed = completed
 
 
-async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> Task:
+async def _record_change(
+    session: AsyncSession,
+    task: Task,
+    before: dict[str, Any],
+    channel: Channel,
+    action: TaskAction | None = None,
+) -> Task:
+    """Stamp, version and log a change; a change that changed nothing leaves no trace.
+
+    Without an explicit action, a change of completion alone is `completed`/`reopened`.
+    """
+    changes = changes_between(before, snapshot(task))
+    if not changes:
+        return task
+    if action is None:
+        only_completion = set(changes) <= {"completed", "completed_at"}
+        action = ("completed" if task.completed else "reopened") if only_completion else "updated"
+    if action != "deleted":
+        task.updated_at = utc_now()
+    task.version += 1
+    await session.flush()
+    await record_task_event(session, task, action, changes=changes, channel=channel)
+    return task
+
+
+async def create_task(
+    session: AsyncSession, user_id: str, data: TaskCreate, *, channel: Channel
+) -> Task:
     now = utc_now()
     task = Task(
         user_id=user_id,
@@ -79,6 +116,7 @@ async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> 
     _set_tags(task, data.tags)
     session.add(task)
     await session.flush()
+    await record_task_event(session, task, "created", changes={}, channel=channel)
     return task
 
 
@@ -138,10 +176,11 @@ async def list_tasks(session: AsyncSession, user_id: str, query: TaskQuery) -> T
 
 
 async def update_task(
-    session: AsyncSession, user_id: str, task_id: int, changes: TaskUpdate
+    session: AsyncSession, user_id: str, task_id: int, changes: TaskUpdate, *, channel: Channel
 ) -> Task:
     """Change only the fields that were sent."""
-    task = await _load(session, user_id, task_id)
+    task = await _load(session, user_id, task_id, for_change=True)
+    before = snapshot(task)
     fields = changes.model_dump(exclude_unset=True)
     if "tags" in fields:
         _set_tags(task, fields.pop("tags") or [])
@@ -149,45 +188,47 @@ async def update_task(
         _apply_completion(task, fields.pop("completed"))
     for name, value in fields.items():
         setattr(task, name, value)
-    task.updated_at = utc_now()
-    await session.flush()
-    return task
+    return await _record_change(session, task, before, channel)
 
 
 async def replace_task(
-    session: AsyncSession, user_id: str, task_id: int, data: TaskReplace
+    session: AsyncSession, user_id: str, task_id: int, data: TaskReplace, *, channel: Channel
 ) -> Task:
     """Set every editable field; omitted ones return to their defaults."""
-    return await update_task(
-        session, user_id, task_id, TaskUpdate.model_validate(data.model_dump())
-    )
+    changes = TaskUpdate.model_validate(data.model_dump())
+    return await update_task(session, user_id, task_id, changes, channel=channel)
 
 
 async def set_completion(
-    session: AsyncSession, user_id: str, task_id: int, completed: bool | None = None
+    session: AsyncSession,
+    user_id: str,
+    task_id: int,
+    completed: bool | None = None,
+    *,
+    channel: Channel,
 ) -> Task:
-    """Mark done or not done; `None` toggles."""
-    task = await _load(session, user_id, task_id)
+    """Mark done or not done; `None` toggles. Marking a done task done changes nothing."""
+    task = await _load(session, user_id, task_id, for_change=True)
+    before = snapshot(task)
     _apply_completion(task, (not task.completed) if completed is None else completed)
-    task.updated_at = utc_now()
-    await session.flush()
-    return task
+    return await _record_change(session, task, before, channel)
 
 
-async def delete_task(session: AsyncSession, user_id: str, task_id: int) -> Task:
+async def delete_task(
+    session: AsyncSession, user_id: str, task_id: int, *, channel: Channel
+) -> Task:
     """Soft delete: the task disappears from every read until restored."""
-    task = await _load(session, user_id, task_id)
+    task = await _load(session, user_id, task_id, for_change=True)
+    before = snapshot(task)
     task.deleted_at = task.updated_at = utc_now()
-    await session.flush()
-    return task
+    return await _record_change(session, task, before, channel, "deleted")
 
 
-async def restore_task(session: AsyncSession, user_id: str, task_id: int) -> Task:
+async def restore_task(
+    session: AsyncSession, user_id: str, task_id: int, *, channel: Channel
+) -> Task:
     """Undo a delete; restoring a live task changes nothing."""
-    task = await _load(session, user_id, task_id, include_deleted=True)
-    if task.deleted_at is None:
-        return task
+    task = await _load(session, user_id, task_id, include_deleted=True, for_change=True)
+    before = snapshot(task)
     task.deleted_at = None
-    task.updated_at = utc_now()
-    await session.flush()
-    return task
+    return await _record_change(session, task, before, channel, "restored")

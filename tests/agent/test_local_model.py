@@ -307,13 +307,13 @@ class McpDriver:
                     "recurrence": seed.recurrence,
                 }
                 task = await service.create_task(
-                    session, user_id, TaskCreate.model_validate(fields)
+                    session, user_id, TaskCreate.model_validate(fields), channel="rest"
                 )
                 assert task.id is not None
                 if seed.completed:
-                    await service.set_completion(session, user_id, task.id, True)
+                    await service.set_completion(session, user_id, task.id, True, channel="rest")
                 if seed.deleted:
-                    await service.delete_task(session, user_id, task.id)
+                    await service.delete_task(session, user_id, task.id, channel="rest")
                 ids.append(task.id)
         return ids
 

@@ -143,7 +143,7 @@ async def test_terminal_chat_adds_a_task_lists_it_and_the_logs_show_the_transcri
     assert [m.content for m in messages[::2]] == ["add buy bread tomorrow", "what's pending?"]
     assert [m.content for m in messages[1::2]] == replies
     assert {(r.user_id, r.model, r.channel, r.status) for r in runs} == {
-        ("alice", "local", "chat", "succeeded")
+        ("alice", "local", "cli", "succeeded")
     }
 
     logs = await run_cli(cli_env, "logs", "show", str(conversation.id))

@@ -28,7 +28,9 @@ COLUMNS = [column.name for column in Task.__table__.columns]  # type: ignore[att
 
 async def create(database: Database, user: str = ALICE, **fields: Any) -> int:
     async with database.session_scope(write=True) as session:
-        task = await service.create_task(session, user, TaskCreate.model_validate(fields))
+        task = await service.create_task(
+            session, user, TaskCreate.model_validate(fields), channel="rest"
+        )
     assert task.id is not None
     return task.id
 
@@ -128,7 +130,10 @@ async def test_due_at_given_in_plus_0530_is_stored_and_returned_as_the_same_inst
     local = datetime(2030, 1, 1, 9, 0, tzinfo=IST)
     async with database.session_scope(write=True) as session:
         created = await service.create_task(
-            session, ALICE, TaskCreate(title="Standup", due_at=local, remind_at=local)
+            session,
+            ALICE,
+            TaskCreate(title="Standup", due_at=local, remind_at=local),
+            channel="rest",
         )
     assert created.id is not None
 
@@ -150,8 +155,8 @@ async def test_due_at_given_in_plus_0530_is_stored_and_returned_as_the_same_inst
 async def test_every_datetime_comes_back_timezone_aware_utc(database: Database) -> None:
     due = datetime(2030, 6, 1, 12, 0, tzinfo=IST)
     task_id = await create(database, title="Dates", due_at=due, remind_at=due)
-    await write(database, lambda s: service.set_completion(s, ALICE, task_id, True))
-    await write(database, lambda s: service.delete_task(s, ALICE, task_id))
+    await write(database, lambda s: service.set_completion(s, ALICE, task_id, True, channel="rest"))
+    await write(database, lambda s: service.delete_task(s, ALICE, task_id, channel="rest"))
 
     task = await stored(database, task_id)
     for value in (
@@ -179,12 +184,16 @@ async def test_get_returns_the_users_own_task(database: Database) -> None:
 
 OPERATIONS: dict[str, Callable[[AsyncSession, str, int], Awaitable[Task]]] = {
     "get": service.get_task,
-    "update": lambda s, u, i: service.update_task(s, u, i, TaskUpdate(title="taken")),
-    "replace": lambda s, u, i: service.replace_task(s, u, i, TaskReplace(title="taken")),
-    "complete": lambda s, u, i: service.set_completion(s, u, i, True),
-    "toggle": lambda s, u, i: service.set_completion(s, u, i),
-    "delete": service.delete_task,
-    "restore": service.restore_task,
+    "update": lambda s, u, i: service.update_task(
+        s, u, i, TaskUpdate(title="taken"), channel="rest"
+    ),
+    "replace": lambda s, u, i: service.replace_task(
+        s, u, i, TaskReplace(title="taken"), channel="rest"
+    ),
+    "complete": lambda s, u, i: service.set_completion(s, u, i, True, channel="rest"),
+    "toggle": lambda s, u, i: service.set_completion(s, u, i, channel="rest"),
+    "delete": lambda s, u, i: service.delete_task(s, u, i, channel="rest"),
+    "restore": lambda s, u, i: service.restore_task(s, u, i, channel="rest"),
 }
 
 
@@ -222,7 +231,7 @@ async def test_list_shows_only_the_users_live_tasks(database: Database) -> None:
     await create(database, title="Alice live")
     gone = await create(database, title="Alice deleted")
     await create(database, BOB, title="Bob's")
-    await write(database, lambda s: service.delete_task(s, ALICE, gone))
+    await write(database, lambda s: service.delete_task(s, ALICE, gone, channel="rest"))
 
     assert await titles(database) == ["Alice live"]
     assert await titles(database, BOB) == ["Bob's"]
@@ -231,7 +240,7 @@ async def test_list_shows_only_the_users_live_tasks(database: Database) -> None:
 async def test_list_filters_by_status(database: Database) -> None:
     done = await create(database, title="done")
     await create(database, title="todo")
-    await write(database, lambda s: service.set_completion(s, ALICE, done, True))
+    await write(database, lambda s: service.set_completion(s, ALICE, done, True, channel="rest"))
 
     assert await titles(database, status="completed") == ["done"]
     assert await titles(database, status="pending") == ["todo"]
@@ -313,7 +322,7 @@ async def test_overdue_means_past_due_and_not_completed(database: Database) -> N
     done = await create(database, title="late but done", due_at=now - timedelta(hours=1))
     await create(database, title="future", due_at=now + timedelta(hours=1))
     await create(database, title="undated")
-    await write(database, lambda s: service.set_completion(s, ALICE, done, True))
+    await write(database, lambda s: service.set_completion(s, ALICE, done, True, channel="rest"))
 
     assert await titles(database, overdue=True) == ["late"]
     assert len(await titles(database, overdue=False)) == 4
@@ -418,14 +427,16 @@ async def test_partial_update_changes_only_the_fields_sent(database: Database) -
 
     await write(
         database,
-        lambda s: service.update_task(s, ALICE, task_id, TaskUpdate(priority=Priority.low)),
+        lambda s: service.update_task(
+            s, ALICE, task_id, TaskUpdate(priority=Priority.low), channel="rest"
+        ),
     )
 
     after = await row(database, task_id)
     assert after["priority"] == "low"
     assert after["updated_at"] > before["updated_at"]
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"priority", "updated_at"}
+    assert changed == {"priority", "updated_at", "version"}
 
 
 async def test_update_with_null_clears_description_and_due_at(database: Database) -> None:
@@ -434,7 +445,7 @@ async def test_update_with_null_clears_description_and_due_at(database: Database
         {"description": None, "due_at": None, "remind_at": None, "recurrence": None}
     )
 
-    await write(database, lambda s: service.update_task(s, ALICE, task_id, changes))
+    await write(database, lambda s: service.update_task(s, ALICE, task_id, changes, channel="rest"))
 
     task = await stored(database, task_id)
     assert (task.description, task.due_at, task.remind_at, task.recurrence) == (
@@ -451,11 +462,16 @@ async def test_update_replaces_the_tag_set_even_when_tags_overlap(database: Data
 
     await write(
         database,
-        lambda s: service.update_task(s, ALICE, task_id, TaskUpdate(tags=["Two", "three"])),
+        lambda s: service.update_task(
+            s, ALICE, task_id, TaskUpdate(tags=["Two", "three"]), channel="rest"
+        ),
     )
 
     assert await stored_tags(database, task_id) == ["two", "three"]
-    await write(database, lambda s: service.update_task(s, ALICE, task_id, TaskUpdate(tags=[])))
+    await write(
+        database,
+        lambda s: service.update_task(s, ALICE, task_id, TaskUpdate(tags=[]), channel="rest"),
+    )
     assert await stored_tags(database, task_id) == []
 
 
@@ -467,11 +483,14 @@ def test_update_refuses_null_for_required_fields() -> None:
 
 async def test_replace_resets_every_omitted_field_to_its_default(database: Database) -> None:
     task_id = await seed_full(database)
-    await write(database, lambda s: service.set_completion(s, ALICE, task_id, True))
+    await write(database, lambda s: service.set_completion(s, ALICE, task_id, True, channel="rest"))
     before = await row(database, task_id)
 
     await write(
-        database, lambda s: service.replace_task(s, ALICE, task_id, TaskReplace(title=" New "))
+        database,
+        lambda s: service.replace_task(
+            s, ALICE, task_id, TaskReplace(title=" New "), channel="rest"
+        ),
     )
 
     after = await row(database, task_id)
@@ -486,6 +505,7 @@ async def test_replace_resets_every_omitted_field_to_its_default(database: Datab
         "completed": False,
         "completed_at": None,
         "updated_at": None,
+        "version": before["version"] + 1,
     }
     assert after["updated_at"] > before["updated_at"]
 
@@ -499,17 +519,23 @@ async def test_setting_completion_stamps_completed_at_once_and_clearing_removes_
     task_id = await create(database, title="Finish me")
 
     before = utc_now()
-    first = await write(database, lambda s: service.set_completion(s, ALICE, task_id, True))
+    first = await write(
+        database, lambda s: service.set_completion(s, ALICE, task_id, True, channel="rest")
+    )
     assert first.completed is True
     assert first.completed_at is not None
     assert before <= first.completed_at <= utc_now()
     stamped = (await stored(database, task_id)).completed_at
 
-    again = await write(database, lambda s: service.set_completion(s, ALICE, task_id, True))
+    again = await write(
+        database, lambda s: service.set_completion(s, ALICE, task_id, True, channel="rest")
+    )
     assert again.completed is True
     assert (await stored(database, task_id)).completed_at == stamped
 
-    await write(database, lambda s: service.set_completion(s, ALICE, task_id, False))
+    await write(
+        database, lambda s: service.set_completion(s, ALICE, task_id, False, channel="rest")
+    )
     task = await stored(database, task_id)
     assert (task.completed, task.completed_at) == (False, None)
 
@@ -517,12 +543,12 @@ async def test_setting_completion_stamps_completed_at_once_and_clearing_removes_
 async def test_toggling_completion_flips_it_each_time(database: Database) -> None:
     task_id = await create(database, title="Flip")
 
-    await write(database, lambda s: service.set_completion(s, ALICE, task_id))
+    await write(database, lambda s: service.set_completion(s, ALICE, task_id, channel="rest"))
     task = await stored(database, task_id)
     assert task.completed is True
     assert_utc(task.completed_at)
 
-    await write(database, lambda s: service.set_completion(s, ALICE, task_id))
+    await write(database, lambda s: service.set_completion(s, ALICE, task_id, channel="rest"))
     task = await stored(database, task_id)
     assert (task.completed, task.completed_at) == (False, None)
 
@@ -533,12 +559,18 @@ async def test_partial_update_of_completed_sets_and_clears_completed_at(
     task_id = await create(database, title="Via update")
 
     await write(
-        database, lambda s: service.update_task(s, ALICE, task_id, TaskUpdate(completed=True))
+        database,
+        lambda s: service.update_task(
+            s, ALICE, task_id, TaskUpdate(completed=True), channel="rest"
+        ),
     )
     assert_utc((await stored(database, task_id)).completed_at)
 
     await write(
-        database, lambda s: service.update_task(s, ALICE, task_id, TaskUpdate(completed=False))
+        database,
+        lambda s: service.update_task(
+            s, ALICE, task_id, TaskUpdate(completed=False), channel="rest"
+        ),
     )
     task = await stored(database, task_id)
     assert (task.completed, task.completed_at) == (False, None)
@@ -552,7 +584,7 @@ async def test_soft_delete_keeps_the_row_but_hides_it_from_get_list_and_update(
 ) -> None:
     task_id = await create(database, title="Doomed", tags=["x"])
 
-    await write(database, lambda s: service.delete_task(s, ALICE, task_id))
+    await write(database, lambda s: service.delete_task(s, ALICE, task_id, channel="rest"))
 
     task = await stored(database, task_id)
     assert_utc(task.deleted_at)
@@ -567,13 +599,19 @@ async def test_soft_delete_keeps_the_row_but_hides_it_from_get_list_and_update(
 async def test_restore_brings_a_deleted_task_back_intact(database: Database) -> None:
     task_id = await seed_full(database)
     before = await row(database, task_id)
-    await write(database, lambda s: service.delete_task(s, ALICE, task_id))
+    await write(database, lambda s: service.delete_task(s, ALICE, task_id, channel="rest"))
 
-    restored = await write(database, lambda s: service.restore_task(s, ALICE, task_id))
+    restored = await write(
+        database, lambda s: service.restore_task(s, ALICE, task_id, channel="rest")
+    )
 
     assert restored.deleted_at is None
     after = await row(database, task_id)
-    assert after | {"updated_at": None} == before | {"updated_at": None}
+    assert after | {"updated_at": None, "version": None} == before | {
+        "updated_at": None,
+        "version": None,
+    }
+    assert after["version"] == before["version"] + 2  # deleted, restored
     assert await titles(database) == ["Original"]
     async with database.session_scope() as session:
         assert (await service.get_task(session, ALICE, task_id)).title == "Original"
@@ -583,18 +621,18 @@ async def test_restoring_a_live_task_changes_nothing(database: Database) -> None
     task_id = await seed_full(database)
     before = await row(database, task_id)
 
-    await write(database, lambda s: service.restore_task(s, ALICE, task_id))
+    await write(database, lambda s: service.restore_task(s, ALICE, task_id, channel="rest"))
 
     assert await row(database, task_id) == before
 
 
 async def test_another_user_cannot_restore_a_deleted_task(database: Database) -> None:
     task_id = await create(database, title="Alice's deleted")
-    await write(database, lambda s: service.delete_task(s, ALICE, task_id))
+    await write(database, lambda s: service.delete_task(s, ALICE, task_id, channel="rest"))
     before = await row(database, task_id)
 
     with pytest.raises(TaskNotFound):
-        await write(database, lambda s: service.restore_task(s, BOB, task_id))
+        await write(database, lambda s: service.restore_task(s, BOB, task_id, channel="rest"))
 
     assert await row(database, task_id) == before
     assert before["deleted_at"] is not None

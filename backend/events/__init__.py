@@ -1,0 +1,1 @@
+"""Task events: the outbox the task service writes, the relay that publishes it, our consumers."""

@@ -1,0 +1,158 @@
+"""Writing task events: a CloudEvent row in the transaction of the change it describes.
+
+Only the task service calls `record_task_event`; REST, MCP, chat and the CLI produce events
+by changing tasks, without knowing events exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from backend.clock import utc_now
+from backend.models import OutboxEvent, Task
+from backend.tasks.schemas import TaskPublic
+
+# Who changed the task: the REST API, an MCP client of its own, or the assistant in a chat
+# turn (our chat endpoint, ChatKit, the terminal chat).
+Channel = Literal["rest", "mcp", "chat", "chatkit", "cli"]
+CHANNELS: frozenset[str] = frozenset(get_args(Channel))
+TaskAction = Literal["created", "updated", "completed", "reopened", "deleted", "restored"]
+TASK_ACTIONS: tuple[str, ...] = get_args(TaskAction)
+EVENT_TYPE_PREFIX = "com.todo-assistant.task."
+SPEC_VERSION = "1.0"
+# The CloudEvents `source`: the context the event happened in (a URI reference).
+EVENT_SOURCE = "/todo-assistant/tasks"
+# PostgreSQL delivers a NOTIFY at commit, to relays in any process (the MCP server writes
+# events too); identical notifications in one transaction are folded into one.
+NOTIFY_CHANNEL = "todo_outbox"
+# Fields a change is described by; updated_at and version move with every change.
+_UNTRACKED = frozenset({"updated_at", "version"})
+_WRITTEN_KEY = "outbox_written"
+
+_commit_listeners: set[Callable[[], None]] = set()
+
+
+def event_type(action: str) -> str:
+    return EVENT_TYPE_PREFIX + action
+
+
+def snapshot(task: Task) -> dict[str, Any]:
+    """The task as the API shows it, plus whether it is deleted: what changes are read from."""
+    view = TaskPublic.model_validate(task).model_dump(mode="json")
+    view["deleted_at"] = task.deleted_at.isoformat() if task.deleted_at else None
+    return view
+
+
+def changes_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """`{field: {"from": old, "to": new}}` for every field that differs."""
+    return {
+        name: {"from": before.get(name), "to": value}
+        for name, value in after.items()
+        if name not in _UNTRACKED and before.get(name) != value
+    }
+
+
+def cloud_event(
+    *,
+    event_id: str,
+    action: str,
+    task: dict[str, Any],
+    changes: dict[str, Any],
+    user_id: str,
+    channel: str,
+    version: int,
+    time: datetime,
+) -> dict[str, Any]:
+    """The envelope as published: CloudEvents 1.0, structured JSON (specs/events.md)."""
+    task_id = str(task["id"])
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id,
+        "source": EVENT_SOURCE,
+        "type": event_type(action),
+        "subject": task_id,
+        "time": time.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        # The CloudEvents Kafka partitioning extension: one task, one partition, in order.
+        "partitionkey": task_id,
+        "data": {
+            "task": {key: value for key, value in task.items() if key != "deleted_at"},
+            "changes": changes,
+            "user_id": user_id,
+            "channel": channel,
+            "version": version,
+        },
+    }
+
+
+async def record_task_event(
+    session: AsyncSession,
+    task: Task,
+    action: TaskAction,
+    *,
+    changes: dict[str, Any],
+    channel: Channel,
+) -> OutboxEvent:
+    """Add the event of a change to the session; it commits or rolls back with the change."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    assert task.id is not None, "flush the task before recording its event"
+    now = utc_now()
+    event_id = str(uuid.uuid4())
+    payload = cloud_event(
+        event_id=event_id,
+        action=action,
+        task=snapshot(task),
+        changes=changes,
+        user_id=task.user_id,
+        channel=channel,
+        version=task.version,
+        time=now,
+    )
+    row = OutboxEvent(
+        event_id=event_id,
+        type=payload["type"],
+        task_id=task.id,
+        user_id=task.user_id,
+        channel=channel,
+        version=task.version,
+        payload=payload,
+        created_at=now,
+        available_at=now,
+    )
+    session.add(row)
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+    session.sync_session.info[_WRITTEN_KEY] = True
+    return row
+
+
+def add_commit_listener(listener: Callable[[], None]) -> None:
+    """Call `listener` after any commit in this process that wrote events (relay wake-up).
+
+    It runs inside the commit: it must only schedule work (set an event, call_soon_threadsafe).
+    """
+    _commit_listeners.add(listener)
+
+
+def remove_commit_listener(listener: Callable[[], None]) -> None:
+    _commit_listeners.discard(listener)
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    if session.info.pop(_WRITTEN_KEY, False):
+        for listener in list(_commit_listeners):
+            listener()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_WRITTEN_KEY, None)
