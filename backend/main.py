@@ -24,6 +24,7 @@ from backend.chat.turns import TurnRunner, wait_for_running_turns
 from backend.config import Settings, get_settings
 from backend.db import Database
 from backend.errors import ErrorBody, ServiceUnavailable
+from backend.events.router import router as events_router
 from backend.tasks.router import router as tasks_router
 from backend.web import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
 
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(tasks_router)
     app.include_router(chat_router)
     app.include_router(chatkit_router)
+    app.include_router(events_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:

@@ -84,6 +84,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "database_url": database_url,
         "auth_secret": TEST_SECRET,
+        # Tests that need the outbox relay start it themselves (tests/events/).
+        "events_relay": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

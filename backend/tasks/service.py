@@ -120,8 +120,11 @@ async def create_task(
     return task
 
 
-async def get_task(session: AsyncSession, user_id: str, task_id: int) -> Task:
-    return await _load(session, user_id, task_id)
+async def get_task(
+    session: AsyncSession, user_id: str, task_id: int, *, include_deleted: bool = False
+) -> Task:
+    """One of the user's tasks (deleted ones too when asked: history outlives a delete)."""
+    return await _load(session, user_id, task_id, include_deleted=include_deleted)
 
 
 def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
