@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     dapr_http_port: int = Field(default=3500, ge=1, le=65535)
     dapr_host: str = "127.0.0.1"
     dapr_pubsub_name: str = Field(default="taskpubsub", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # Sent to the sidecar (its API token) and expected from it on deliveries (its app token).
     dapr_api_token: str | None = None
+    dapr_app_api_token: str | None = None
     events_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = "todo-assistant"

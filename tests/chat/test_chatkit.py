@@ -51,7 +51,7 @@ from sqlmodel import col
 from backend.chat.chatkit_store import ChatKitContext
 from backend.db import Database
 from backend.main import create_app
-from backend.models import AgentRun, Conversation, Message, Task
+from backend.models import AgentRun, Conversation, Message, OutboxEvent, Task
 from tests.chat.conftest import AppFactory, call, chat_settings, echo_model, reply, texts_in
 from tests.conftest import auth
 
@@ -141,6 +141,8 @@ async def test_a_new_thread_chats_with_tools_progress_and_a_client_effect(
     assert done_ids == [messages[0].item_id, messages[1].item_id]
     [run] = await rows(database, AgentRun)
     assert (run.channel, run.status) == ("chatkit", "succeeded")
+    [event] = await rows(database, OutboxEvent)
+    assert (event.task_id, event.channel) == (task.id, "chatkit")
 
 
 async def test_chat_api_conversation_continues_in_chatkit_and_back(

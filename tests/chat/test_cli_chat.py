@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from backend.db import Database
-from backend.models import AgentRun, Conversation, Message, Task
+from backend.models import AgentRun, Conversation, Message, OutboxEvent, Task
 from tests.chat.conftest import TEST_MCP_SECRET
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,9 @@ async def test_terminal_chat_adds_a_task_lists_it_and_the_logs_show_the_transcri
             ).all()
         )
         runs = list((await session.scalars(select(AgentRun))).all())
+        channels = set((await session.scalars(select(OutboxEvent.channel))).all())
     assert [(t.title, t.completed) for t in tasks] == [("Buy bread", False)]
+    assert channels == {"cli"}
     # "tomorrow" is read in the user's zone (the run may straddle midnight).
     tomorrow = {today_before + timedelta(days=1), datetime.now(paris).date() + timedelta(days=1)}
     assert tasks[0].due_at is not None

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from backend.db import Database
-from backend.models import AgentRun, Message, Task
+from backend.models import AgentRun, Message, OutboxEvent, Task
 from tests.chat.conftest import AppFactory, call, echo_model, free_port, reply, texts_in
 from tests.conftest import auth
 
@@ -121,6 +121,9 @@ async def test_tool_calls_change_tasks_and_are_recorded(
     tasks = await _tasks(database, "alice")
     assert [(t.title, t.priority) for t in tasks] == [("Buy milk", "high")]
     assert tool_call["result"]["task_id"] == tasks[0].id
+    async with database.session_scope() as session:
+        [event] = (await session.scalars(select(OutboxEvent))).all()
+    assert (event.task_id, event.channel) == (tasks[0].id, "chat")
 
     messages = await _messages(database, conversation_id)
     assert messages[1].tool_calls is not None
