@@ -1,4 +1,4 @@
-"""`todo-assistant`: run the servers, migrate the database, mint tokens."""
+"""`todo-assistant`: run the servers and the event relay, migrate the database, mint tokens."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ def configure_logging(settings: Settings) -> None:
         # The SDKs are chatty at INFO; their warnings still come through.
         for name in ("alembic", "mcp", "httpx", "httpx2", "openai.agents"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # aiokafka logs an ERROR per reconnect attempt while a broker is down; the relay
+        # already says so once per outage, with the reason.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def migrate(settings: Settings) -> None:
@@ -485,6 +488,83 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
         pass
 
 
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> None:
+    """Publish task events until SIGINT or SIGTERM, apart from the API."""
+    ready_database(settings)
+
+    async def relay(database: Database) -> None:
+        from backend.events.publishers import build_publisher
+        from backend.events.relay import Relay
+
+        # A signal ends the wait for the next round, never a round halfway: a publish whose
+        # marking was cut off would be published again by the next relay.
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        publisher = build_publisher(settings)
+        worker = Relay(database, publisher, settings)
+        running = worker.start()
+        print(
+            f"Relaying task events from {safe_url(settings.database_url)} to"
+            f" {_destination(settings)}. Ctrl-C stops.",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            waiting = asyncio.create_task(stopped.wait())
+            await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            await worker.aclose()
+            await running  # a relay that died of a bug says why here
+        finally:
+            await publisher.aclose()
+
+    asyncio.run(_with_database(settings, relay))
+
+
+def _destination(settings: Settings) -> str:
+    if settings.events_publisher == "kafka":
+        return f"Kafka {settings.kafka_bootstrap_servers} topic {settings.events_topic}"
+    if settings.events_publisher == "dapr":
+        where = f"{settings.dapr_host}:{settings.dapr_http_port}"
+        return f"Dapr {where} pub/sub {settings.dapr_pubsub_name} topic {settings.events_topic}"
+    return "nowhere (EVENTS_PUBLISHER=none: events are only marked published)"
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.events import log
+
+    if args.events_command == "requeue" and bool(args.events) == args.dead:
+        fail("events requeue takes event ids or --dead, not both nor neither")
+    ready_database(settings)
+
+    async def list_events(database: Database) -> None:
+        async with database.session_scope() as session:
+            events = await log.list_events(
+                session, status=args.status, task_id=args.task, limit=args.limit
+            )
+        print(log.EVENT_HEADER)
+        for event in events:
+            print(log.format_event_line(event))
+
+    async def show(database: Database) -> None:
+        async with database.session_scope() as session:
+            event = await log.find_event(session, args.event)
+        print(log.format_event(event))
+
+    async def requeue(database: Database) -> None:
+        async with database.session_scope(write=True) as session:
+            count = await log.requeue(session, args.events, all_dead=args.dead)
+        print(f"Requeued {count} dead event{'' if count == 1 else 's'}.")
+
+    actions = {"list": list_events, "show": show, "requeue": requeue}
+    try:
+        asyncio.run(_with_database(settings, actions[args.events_command]))
+    except AppError as exc:
+        fail(exc.message)
+
+
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> None:
     """A terminal chat through the same pipeline as POST /api/{user}/chat."""
     ready_database(settings)
@@ -829,7 +909,63 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format", choices=["jsonl", "md"], default="jsonl", help="jsonl (default) or md"
     )
+    _event_commands(commands)
     return parser
+
+
+def _event_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    commands.add_parser(
+        "relay",
+        help="Publish task events from the outbox until Ctrl-C (apart from the API).",
+        description="Publish pending task events to EVENTS_PUBLISHER (none, dapr or kafka),"
+        " in order per task, until SIGINT or SIGTERM. The API runs one itself unless"
+        " EVENTS_RELAY=false; on PostgreSQL any number may run side by side, on SQLite run"
+        " only one.",
+    ).set_defaults(handler=cmd_relay)
+    events = commands.add_parser(
+        "events",
+        help="Inspect the task event log: list, show, requeue dead events.",
+        description="Read the task event log (the outbox) straight from the database, and"
+        " send dead events again.",
+    )
+    events.set_defaults(handler=cmd_events)
+    views = events.add_subparsers(dest="events_command", required=True, metavar="VIEW")
+    listing = views.add_parser(
+        "list",
+        help="Recent events, newest last.",
+        description="Recent task events, newest last: log id, when, status, attempts, task,"
+        " version and action, with the last error of an event not yet published.",
+    )
+    listing.add_argument(
+        "--status", choices=["pending", "published", "dead"], help="only events in this state"
+    )
+    listing.add_argument(
+        "--task", type=_positive_int, metavar="ID", help="only the events of this task"
+    )
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="at most this many (default %(default)s)",
+    )
+    show = views.add_parser(
+        "show",
+        help="One event: its delivery state and the CloudEvent.",
+        description="Print one event's status, attempts and last error, then the CloudEvent"
+        " JSON exactly as it is published.",
+    )
+    show.add_argument("event", metavar="EVENT", help="its event id (UUID) or log id")
+    requeue = views.add_parser(
+        "requeue",
+        help="Send dead events again.",
+        description="Put dead events back in the queue with their attempts reset to 0; the"
+        " relay publishes them on its next round.",
+    )
+    requeue.add_argument(
+        "events", nargs="*", metavar="EVENT", help="event ids (UUID) or log ids to requeue"
+    )
+    requeue.add_argument("--dead", action="store_true", help="requeue every dead event")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     events_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = "todo-assistant"
+    # The idempotent producer (no duplicates on resend); off only for brokers without
+    # InitProducerId v0 support (Tansu, which the tests use).
+    kafka_idempotence: bool = True
 
     # Limits.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

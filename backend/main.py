@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,6 +25,8 @@ from backend.chat.turns import TurnRunner, wait_for_running_turns
 from backend.config import Settings, get_settings
 from backend.db import Database
 from backend.errors import ErrorBody, ServiceUnavailable
+from backend.events.publishers import build_publisher
+from backend.events.relay import Relay
 from backend.events.router import router as events_router
 from backend.tasks.router import router as tasks_router
 from backend.web import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
@@ -51,6 +54,21 @@ def _auth_mode(settings: Settings) -> str:
     return "shared_secret" if settings.auth_secret else "dev"
 
 
+async def _start_relay(stack: AsyncExitStack, database: Database, settings: Settings) -> None:
+    publisher = build_publisher(settings)
+    stack.push_async_callback(publisher.aclose)
+    relay = Relay(database, publisher, settings)
+    task = relay.start()
+    stack.push_async_callback(relay.aclose)
+    # A relay that died of a bug must say so, not vanish with its exception unread.
+    task.add_done_callback(_report_relay_end)
+
+
+def _report_relay_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("The task event relay stopped", exc_info=task.exception())
+
+
 def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
     """The API. `model` replaces the configured chat model (tests use a scripted one)."""
     settings = settings or get_settings()
@@ -60,6 +78,10 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         database = Database(settings.database_url)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(database.dispose)
+            if settings.events_relay:
+                # Stopped after turns in flight have recorded (their events go out too) and
+                # before the database closes: callbacks run last-in, first-out.
+                await _start_relay(stack, database, settings)
             jwks = None
             if settings.auth_jwks_url:
                 http = await stack.enter_async_context(
