@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -59,3 +59,19 @@ class TaskChanged(BaseModel):
     task_id: int
     status: Literal["completed", "pending", "updated", "deleted", "restored"]
     title: str
+
+
+class HistoryEntryView(BaseModel):
+    version: int = Field(description="The task's version after this change (1 = created).")
+    action: Literal["created", "updated", "completed", "reopened", "deleted", "restored"]
+    channel: str = Field(description="Where the change came from: rest, mcp, chat, chatkit, cli.")
+    at: datetime = Field(description="When the change happened (UTC).")
+    changes: dict[str, dict[str, Any]] = Field(
+        description='What changed: {field: {"from": old, "to": new}}; empty when created.'
+    )
+
+
+class TaskHistory(BaseModel):
+    task_id: int
+    title: str = Field(description="The task's current title.")
+    entries: list[HistoryEntryView] = Field(description="Oldest first; the latest `limit`.")

@@ -26,6 +26,7 @@ from backend.auth.mcp_tokens import ALL_SCOPES, READ_SCOPE, TURN_CHANNELS, mcp_t
 from backend.config import Settings
 from backend.db import Database, is_database_unavailable
 from backend.errors import AppError
+from backend.events import consumers
 from backend.events.outbox import Channel
 from backend.tasks import service
 from backend.tasks.schemas import (
@@ -43,7 +44,14 @@ from backend.tasks.schemas import (
     TaskUpdate,
 )
 from mcp_server.auth import McpTokenVerifier, WriteScopeGate
-from mcp_server.schemas import TaskChanged, TaskCreated, TaskList, TaskView
+from mcp_server.schemas import (
+    HistoryEntryView,
+    TaskChanged,
+    TaskCreated,
+    TaskHistory,
+    TaskList,
+    TaskView,
+)
 
 INSTRUCTIONS = """Manage the signed-in user's todo list. Every tool acts only on that user's tasks.
 Find a task's id with list_tasks (use `search` with words from its title) before changing it.
@@ -394,6 +402,36 @@ class TaskTools:
             return TaskChanged(task_id=task_id, status="restored", title=task.title)
 
         return await self._run("restore_task", restore)
+
+    async def task_history(
+        self,
+        task_id: TaskIdArg,
+        limit: Annotated[
+            int,
+            Field(description=f"How many of the latest changes, 1-{MAX_PAGE}.", ge=1, le=MAX_PAGE),
+        ] = 20,
+    ) -> TaskHistory:
+        """Show what happened to a task: each change with when, from where and what changed.
+
+        Use it for "when did I finish X?" or "what did I change on X?": find the task's id
+        with list_tasks first. Deleted tasks keep their history. Entries are oldest first;
+        a change made a moment ago may take a few milliseconds to appear."""
+
+        async def history(session: AsyncSession, user_id: str) -> TaskHistory:
+            page = await consumers.task_history(session, user_id, task_id, limit=limit)
+            entries = [
+                HistoryEntryView(
+                    version=row.version,
+                    action=cast(Any, row.action),
+                    channel=row.channel,
+                    at=row.occurred_at,
+                    changes=row.changes or {},
+                )
+                for row in reversed(page.entries)
+            ]
+            return TaskHistory(task_id=task_id, title=page.task.title, entries=entries)
+
+        return await self._run("task_history", history)
 
     def as_tools(self) -> list[Tool]:
         """One tool per row of the table: the method of the same name, the row's hints."""

@@ -73,6 +73,7 @@ TOOLS: Mapping[str, ToolSpec] = MappingProxyType(
             _writes("update_task", "Updating task {task_id}…", destructive=True),
             _writes("delete_task", "Deleting task {task_id}…", destructive=True),
             _writes("restore_task", "Restoring task {task_id}…"),
+            _reads("task_history", "Looking up task {task_id}'s history…"),
         )
     }
 )

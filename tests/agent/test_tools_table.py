@@ -51,8 +51,9 @@ def test_the_table_derives_scope_and_hints_from_whether_a_tool_changes_tasks() -
         "update_task",
         "delete_task",
         "restore_task",
+        "task_history",
     }
-    assert WRITE_TOOLS == set(TOOLS) - {"list_tasks", "get_task"}
+    assert WRITE_TOOLS == set(TOOLS) - {"list_tasks", "get_task", "task_history"}
     assert DESTRUCTIVE_TOOLS == {"update_task", "delete_task"}
     for spec in TOOLS.values():
         notes = spec.annotations()

@@ -45,6 +45,7 @@ TOOL_NAMES = frozenset(
         "update_task",
         "delete_task",
         "restore_task",
+        "task_history",
     }
 )
 ID_TOOLS = (
@@ -54,8 +55,16 @@ ID_TOOLS = (
     "update_task",
     "delete_task",
     "restore_task",
+    "task_history",
 )
-WRITE_TOOLS = ("add_task", *ID_TOOLS[1:])
+WRITE_TOOLS = (
+    "add_task",
+    "complete_task",
+    "reopen_task",
+    "update_task",
+    "delete_task",
+    "restore_task",
+)
 
 
 def id_tool_arguments(tool: str, task_id: int) -> dict[str, Any]:

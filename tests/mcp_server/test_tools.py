@@ -48,7 +48,7 @@ async def _add(user: McpUser, title: str, **fields: Any) -> int:
 # --- tools/list ---------------------------------------------------------------------------
 
 
-async def test_tools_list_offers_the_eight_task_tools_with_strict_schemas(
+async def test_tools_list_offers_the_nine_task_tools_with_strict_schemas(
     connect: Connector,
 ) -> None:
     async with connect("alice") as alice:
@@ -83,6 +83,7 @@ async def test_tool_annotations_tell_clients_which_tools_only_read_and_which_des
         "update_task": (False, True, True),
         "delete_task": (False, True, True),
         "restore_task": (False, False, True),
+        "task_history": (True, False, True),
     }
     async with connect("alice") as alice:
         tools = (await alice.session.list_tools()).tools

@@ -461,7 +461,7 @@ async def test_openapi_lists_error_bodies_for_every_task_route(app: FastAPI) -> 
         for method, operation in operations.items()
     ]
 
-    assert len(task_operations) == 8
+    assert len(task_operations) == 9  # eight task operations and the history
     for path, method, operation in task_operations:
         for status in ("401", "403", "404", "422"):
             schema = operation["responses"][status]["content"]["application/json"]["schema"]
