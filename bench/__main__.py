@@ -16,6 +16,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SMALL: dict[str, list[str]] = {
     "chat_turn": ["--turns", "40", "--users", "4"],
     "mcp_call": ["--iterations", "40", "--budget", "3"],
+    "events": ["--requests", "100", "--events", "1000", "--tasks", "50"],
 }
 
 

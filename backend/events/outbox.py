@@ -43,10 +43,14 @@ def event_type(action: str) -> str:
     return EVENT_TYPE_PREFIX + action
 
 
+def _utc_text(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def snapshot(task: Task) -> dict[str, Any]:
     """The task as the API shows it, plus whether it is deleted: what changes are read from."""
     view = TaskPublic.model_validate(task).model_dump(mode="json")
-    view["deleted_at"] = task.deleted_at.isoformat() if task.deleted_at else None
+    view["deleted_at"] = _utc_text(task.deleted_at) if task.deleted_at else None
     return view
 
 
@@ -78,7 +82,7 @@ def cloud_event(
         "source": EVENT_SOURCE,
         "type": event_type(action),
         "subject": task_id,
-        "time": time.isoformat().replace("+00:00", "Z"),
+        "time": _utc_text(time),
         "datacontenttype": "application/json",
         # The CloudEvents Kafka partitioning extension: one task, one partition, in order.
         "partitionkey": task_id,

@@ -43,6 +43,8 @@ from backend.auth.mcp_tokens import mcp_token_config, mint_mcp_token
 from backend.clock import Clock
 from backend.config import Settings
 from backend.db import Database
+from backend.events.publishers import NonePublisher
+from backend.events.relay import Relay
 from backend.models import Task
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskQuery
@@ -315,9 +317,17 @@ class McpDriver:
                 if seed.deleted:
                     await service.delete_task(session, user_id, task.id, channel="rest")
                 ids.append(task.id)
+        await self._feed_history()
         return ids
 
+    async def _feed_history(self) -> None:
+        """What the relay does in the API: the task history is built from the task events."""
+        relay = Relay(self.database, NonePublisher(), self.settings)
+        while await relay.run_once():
+            pass
+
     async def say(self, user_id: str, text: str, zone: str) -> TurnOutcome:
+        await self._feed_history()  # the changes of earlier turns
         self.bearer.token = mint_mcp_token(mcp_token_config(self.settings), user_id)
         agent = Agent(
             name="Todo Assistant",

@@ -1256,6 +1256,72 @@ def _more_phrasings() -> list[Case]:
     ]
 
 
+def _histories() -> list[Case]:
+    H = "task_history"
+    return [
+        Case(
+            "history-when-finished",
+            "when did I finish the report?",
+            seed=(Seed("Write quarterly report", completed=True), Seed("Buy milk")),
+            calls=(Call(L, {"search": "report", "status": "all"}), Call(H, {"task_id": Ref(0)})),
+            reply=("You completed #{t0} 'Write quarterly report' on Mon 30 Nov at 10:00.",),
+        ),
+        Case(
+            "history-when-added",
+            "When did I add the dentist task?",
+            seed=(Seed("Dentist appointment"), Seed("Buy milk")),
+            calls=(Call(L, {"search": "dentist"}), Call(H, {"task_id": Ref(0)})),
+            reply=("You added #{t0} 'Dentist appointment' on Mon 30 Nov at 10:00.",),
+        ),
+        Case(
+            "history-what-happened",
+            "what happened to the milk task?",
+            seed=(Seed("Buy milk", completed=True), Seed("Call mom")),
+            calls=(Call(L, {"search": "milk"}), Call(H, {"task_id": Ref(0)})),
+            reply=(
+                "What happened to #{t0} 'Buy milk':",
+                "- Mon 30 Nov at 10:00: added",
+                "- Mon 30 Nov at 10:00: completed",
+            ),
+        ),
+        Case(
+            "history-of-deleted-task-by-id",
+            "show the history of task {t0}",
+            seed=(Seed("Old report", deleted=True),),
+            calls=(Call(H, {"task_id": Ref(0)}),),
+            reply=("#{t0} 'Old report'", "added", "deleted"),
+        ),
+        Case(
+            "history-never-finished",
+            "when was the report completed?",
+            seed=(Seed("Report"),),
+            calls=(Call(L, {"search": "report"}), Call(H, {"task_id": Ref(0)})),
+            reply=("I have no record of completing #{t0} 'Report'.",),
+            reply_not=("You completed",),
+        ),
+        Case(
+            "history-after-chat-changes",
+            "when did I finish buy stamps?",
+            before=("add buy stamps", "mark it done"),
+            calls=(Call(L, {"search": "buy stamps"}), Call(H, {"task_id": ByTitle("Buy stamps")})),
+            reply=("You completed #", "'Buy stamps' on Mon 30 Nov at 10:00."),
+        ),
+        Case(
+            "history-of-it",
+            "what happened to it?",
+            before=("add call the bank",),
+            calls=(Call(H, {"task_id": ByTitle("Call the bank")}),),
+            reply=("'Call the bank':", "added"),
+        ),
+        Case(
+            "history-unknown-id",
+            "history of task 987654",
+            calls=(Call(H, {"task_id": 987654}),),
+            reply=("couldn't find task 987654",),
+        ),
+    ]
+
+
 CASES: tuple[Case, ...] = (
     *_adds(),
     *_lists(),
@@ -1264,4 +1330,5 @@ CASES: tuple[Case, ...] = (
     *_deletes_and_restores(),
     *_mixed(),
     *_more_phrasings(),
+    *_histories(),
 )

@@ -134,7 +134,7 @@ async def test_terminal_chat_adds_a_task_lists_it_and_the_logs_show_the_transcri
             ).all()
         )
         runs = list((await session.scalars(select(AgentRun))).all())
-        channels = set((await session.scalars(select(OutboxEvent.channel))).all())
+        channels = set((await session.scalars(select(col(OutboxEvent.channel)))).all())
     assert [(t.title, t.completed) for t in tasks] == [("Buy bread", False)]
     assert channels == {"cli"}
     # "tomorrow" is read in the user's zone (the run may straddle midnight).

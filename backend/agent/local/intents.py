@@ -68,6 +68,14 @@ class ActIntent:
 
 
 @dataclass(frozen=True)
+class HistoryIntent:
+    """ "When did I finish X?" (`action` = completed), or the whole story of a task (None)."""
+
+    target: Target
+    action: str | None = None
+
+
+@dataclass(frozen=True)
 class UndoIntent:
     pass
 
@@ -78,4 +86,4 @@ class ReplyIntent:
     text: str = ""
 
 
-Intent = AddIntent | ListIntent | ShowIntent | ActIntent | UndoIntent | ReplyIntent
+Intent = AddIntent | ListIntent | ShowIntent | ActIntent | HistoryIntent | UndoIntent | ReplyIntent

@@ -17,6 +17,7 @@ from backend.agent.local.intents import (
     UndoIntent,
 )
 from backend.agent.local.lists import LIST_START, parse_list
+from backend.agent.local.timeline import parse_history
 
 _I = re.IGNORECASE
 _CONTRACTIONS = {
@@ -231,6 +232,9 @@ def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[I
         return [ReplyIntent("refuse_bulk")]
     if _UNDO.fullmatch(clause):
         return [UndoIntent()]
+    history = parse_history(clause)
+    if history is not None:
+        return [history]
     if question and _STATUS_WORD.fullmatch(clause):  # "completed?" asks for the list
         return [parse_list(f"show {clause} tasks", clock, strong=True) or ReplyIntent("help")]
     show = parse_show(clause)

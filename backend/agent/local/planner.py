@@ -17,6 +17,7 @@ from backend.agent.local.history import Conversation, ToolResult
 from backend.agent.local.intents import (
     ActIntent,
     AddIntent,
+    HistoryIntent,
     Intent,
     ListIntent,
     ReplyIntent,
@@ -25,6 +26,7 @@ from backend.agent.local.intents import (
 )
 from backend.agent.local.replies import added, canned, listing, now_text
 from backend.agent.local.steps import Call, Env, Finish, NeedCalls, Outcome, Pool, Script
+from backend.agent.local.timeline import run_history
 
 MAX_CALLS_PER_TURN = 30
 
@@ -40,6 +42,8 @@ def run_intent(intent: Intent, script: Script, env: Env) -> Outcome:
         return run_act(intent, script, env)
     if isinstance(intent, ShowIntent):
         return run_show(intent, script, env)
+    if isinstance(intent, HistoryIntent):
+        return run_history(intent, script, env)
     if isinstance(intent, UndoIntent):
         return run_undo(script, env)
     if intent.kind == "now":
@@ -54,7 +58,10 @@ def _created(result: ToolResult) -> dict[str, Any]:
 
 
 def _uses_earlier(intent: Intent) -> bool:
-    return isinstance(intent, ActIntent | ShowIntent) and intent.target.pronoun is not None
+    return (
+        isinstance(intent, ActIntent | ShowIntent | HistoryIntent)
+        and intent.target.pronoun is not None
+    )
 
 
 def plan(intents: Sequence[Intent], conversation: Conversation, clock: Clock) -> list[Call] | str:

@@ -22,6 +22,7 @@ HELP = """I'm the built-in offline assistant. I can manage your tasks:
 - change: "mark task 3 done", "rename task 2 to Buy oat milk", "make it high priority",
   "task 4 is due friday"
 - delete and undo: "delete the meeting task", "undo", "restore task 5"
+- history: "when did I finish the report?", "what happened to task 3?"
 For open conversation, set OPENAI_API_KEY to use an OpenAI model."""
 
 UNKNOWN = (
