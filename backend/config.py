@@ -212,6 +212,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _dapr_deliveries_authenticated_in_production(self) -> Settings:
+        # Without it every delivery would be refused with 401: fail at start, not at 3 a.m.
+        dapr = self.events_publisher == "dapr"
+        if self.app_env == "production" and dapr and not self.dapr_app_api_token:
+            raise ValueError("production with EVENTS_PUBLISHER=dapr needs DAPR_APP_API_TOKEN")
+        return self
+
+    @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:
             self.database_url = default_database_url(self.data_dir)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -30,13 +30,15 @@ SPEC_VERSION = "1.0"
 # The CloudEvents `source`: the context the event happened in (a URI reference).
 EVENT_SOURCE = "/todo-assistant/tasks"
 # PostgreSQL delivers a NOTIFY at commit, to relays in any process (the MCP server writes
-# events too); identical notifications in one transaction are folded into one.
-NOTIFY_CHANNEL = "todo_outbox"
+# events too); a trigger on outbox_event sends it, folded into one per transaction.
+NOTIFY_CHANNEL = "todo_outbox"  # also named by the trigger in migration 0004
 # Fields a change is described by; updated_at and version move with every change.
 _UNTRACKED = frozenset({"updated_at", "version"})
 _WRITTEN_KEY = "outbox_written"
 
 _commit_listeners: set[Callable[[], None]] = set()
+# The table, not the mapped class: a plain INSERT skips the ORM's bulk-insert machinery.
+OUTBOX_TABLE: Table = OutboxEvent.__table__  # type: ignore[attr-defined]
 
 
 def event_type(action: str) -> str:
@@ -103,8 +105,9 @@ async def record_task_event(
     *,
     changes: dict[str, Any],
     channel: Channel,
-) -> OutboxEvent:
-    """Add the event of a change to the session; it commits or rolls back with the change."""
+) -> str:
+    """Write the event of a change in its transaction; its id. It commits or rolls back
+    with the change."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
     assert task.id is not None, "flush the task before recording its event"
@@ -120,22 +123,25 @@ async def record_task_event(
         version=task.version,
         time=now,
     )
-    row = OutboxEvent(
-        event_id=event_id,
-        type=payload["type"],
-        task_id=task.id,
-        user_id=task.user_id,
-        channel=channel,
-        version=task.version,
-        payload=payload,
-        created_at=now,
-        available_at=now,
+    # A Core insert: the row is never read back here, so the unit of work has nothing to do.
+    # On PostgreSQL a statement trigger (migration 0004) sends the NOTIFY.
+    await session.execute(
+        insert(OUTBOX_TABLE).values(
+            event_id=event_id,
+            type=payload["type"],
+            task_id=task.id,
+            user_id=task.user_id,
+            channel=channel,
+            version=task.version,
+            payload=payload,
+            created_at=now,
+            available_at=now,
+            status="pending",
+            attempts=0,
+        )
     )
-    session.add(row)
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
     session.sync_session.info[_WRITTEN_KEY] = True
-    return row
+    return event_id
 
 
 def add_commit_listener(listener: Callable[[], None]) -> None:

@@ -45,6 +45,8 @@ class PublishResult:
 
 class Publisher(Protocol):
     name: str
+    # Publishes without I/O: the relay may then hold a write transaction across the call.
+    local: bool
 
     async def publish(self, events: Sequence[OutboxEvent]) -> PublishResult: ...
 
@@ -72,6 +74,7 @@ class NonePublisher:
     """
 
     name = "none"
+    local = True
 
     async def publish(self, events: Sequence[OutboxEvent]) -> PublishResult:
         return PublishResult()
@@ -90,6 +93,7 @@ class DaprPublisher:
     """
 
     name = "dapr"
+    local = False
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         base = f"http://{settings.dapr_host}:{settings.dapr_http_port}"
@@ -213,6 +217,7 @@ class KafkaPublisher:
     """
 
     name = "kafka"
+    local = False
 
     def __init__(self, settings: Settings, *, idempotent: bool = True) -> None:
         self._bootstrap = settings.kafka_bootstrap_servers

@@ -11,7 +11,8 @@ refusal) in one transaction, which also feeds our own consumers when configured.
   uncommitted claim still reads as pending, so the later event waits for it.
 - SQLite: one relay. The round reads its batch, publishes with no transaction open (a write
   transaction would block every writer for as long as the broker takes), then marks the
-  events in one short write transaction.
+  events in one short write transaction; with the `none` publisher (no I/O) all of it is
+  one short write transaction.
 
 A refused event waits (exponential backoff with jitter) and holds back the later events of
 its task; after EVENTS_MAX_ATTEMPTS refusals it is dead, and no longer holds anything back.
@@ -61,6 +62,10 @@ OUTAGE_BACKOFF_MAX_SECONDS = 30.0
 PRUNE_INTERVAL_SECONDS = 3600.0
 PRUNE_BATCH = 500
 PRUNE_MAX_BATCHES = 20
+# After a wake-up, the relay waits this long for more commits to join the round: under a
+# stream of single-task writes, one round then carries several events instead of each write
+# paying for a round of its own.
+GATHER_SECONDS = 0.02
 # The LISTEN connection is checked this often and re-opened when lost.
 LISTEN_CHECK_SECONDS = 5.0
 MAX_ERROR_CHARS = 2000
@@ -96,10 +101,10 @@ class Relay:
         Raises PublisherUnavailable (nothing marked, nothing counted) when the publisher
         cannot take the batch.
         """
-        if self._postgres:
+        if self._postgres or self.publisher.local:
             unavailable: PublisherUnavailable | None = None
             async with self.database.session_scope(write=True) as session:
-                batch = await self._publishable(session, claim=True)
+                batch = await self._publishable(session, claim=self._postgres)
                 if not batch:
                     return 0
                 try:
@@ -150,8 +155,9 @@ class Relay:
         if claim:
             candidates = candidates.with_for_update(skip_locked=True, of=OutboxEvent)
         rows = list((await session.scalars(candidates)).all())
-        if not rows:
-            return []
+        if not rows or not claim:
+            # One relay (SQLite): every earlier available event of a task is in this batch.
+            return rows
         held_back = await self._first_pending_elsewhere(session, rows)
         return [
             row for row in rows if row.task_id not in held_back or _id(row) < held_back[row.task_id]
@@ -294,6 +300,7 @@ class Relay:
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    await asyncio.sleep(GATHER_SECONDS)
         finally:
             remove_commit_listener(on_commit)
             if listener is not None:
@@ -316,7 +323,9 @@ class Relay:
         if self._outage is not None:
             logger.warning("Task event relay recovered (was: %s)", self._outage)
             self._outage, self._failures = None, 0
-        return 0 if handled else self.settings.events_poll_seconds
+        # A full batch may have more behind it; otherwise the next commit wakes us.
+        full = handled >= self.settings.events_batch_size
+        return 0 if full else self.settings.events_poll_seconds
 
     def _note_outage(self, what: str, *, log: bool = True) -> float:
         state = what.split(":", 1)[0]

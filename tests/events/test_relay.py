@@ -51,6 +51,7 @@ class RecordingPublisher:
     """Accepts everything (except what it is told to refuse) and remembers the order."""
 
     name = "recording"
+    local = False  # a broker's round trip: SQLite rounds publish outside a transaction
 
     def __init__(
         self,

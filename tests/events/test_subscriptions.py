@@ -16,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from backend.config import Settings
 from backend.db import Database
 from backend.events.consumers import TASK_ACTIVITY
 from backend.main import create_app
@@ -182,7 +183,7 @@ async def test_in_production_deliveries_are_refused_until_an_app_token_is_config
     serve: Serve, database: Database
 ) -> None:
     event = (await make_history(database))[0]
-    production = {
+    production: dict[str, Any] = {
         "app_env": "production",
         "auth_secret": TEST_SECRET,
         "mcp_token_secret": TEST_MCP_SECRET,
@@ -194,3 +195,17 @@ async def test_in_production_deliveries_are_refused_until_an_app_token_is_config
 
     assert unconfigured.status_code == 401
     assert configured.json() == {"status": "SUCCESS"}
+
+
+def test_production_with_dapr_will_not_start_without_the_app_token() -> None:
+    production: dict[str, Any] = {
+        "app_env": "production",
+        "events_publisher": "dapr",
+        "auth_jwks_url": "https://auth.example.com/api/auth/jwks",
+        "auth_issuer": "https://auth.example.com",
+        "auth_audience": "https://auth.example.com",
+        "mcp_token_secret": TEST_MCP_SECRET,
+    }
+    with pytest.raises(ValueError, match="needs DAPR_APP_API_TOKEN"):
+        Settings(_env_file=None, **production)
+    assert Settings(_env_file=None, dapr_app_api_token="t" * 32, **production).events_publisher

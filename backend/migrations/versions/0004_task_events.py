@@ -71,9 +71,24 @@ def upgrade() -> None:
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.add_column(sa.Column('version', sa.Integer(), server_default='1', nullable=False))
 
+    if op.get_bind().dialect.name == 'postgresql':
+        # Relays in every process LISTEN on this channel; notifications are delivered at
+        # commit and identical ones in a transaction are folded into one.
+        op.execute(
+            "CREATE FUNCTION notify_outbox_event() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_notify('todo_outbox', ''); RETURN NULL; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER outbox_event_notify AFTER INSERT ON outbox_event "
+            "FOR EACH STATEMENT EXECUTE FUNCTION notify_outbox_event()"
+        )
+
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("DROP TRIGGER IF EXISTS outbox_event_notify ON outbox_event")
+        op.execute("DROP FUNCTION IF EXISTS notify_outbox_event()")
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.drop_column('version')
 
