@@ -236,7 +236,8 @@ def test_bench_lists_every_benchmark() -> None:
     assert result.returncode == 0, result.stderr
     assert "chat_turn    What a chat turn costs" in result.stdout
     assert "mcp_call     What one MCP tool call costs" in result.stdout
-    assert set(benchmarks()) == {"chat_turn", "mcp_call"} == set(SMALL)
+    assert "events       Task events" in result.stdout
+    assert set(benchmarks()) == {"chat_turn", "mcp_call", "events"} == set(SMALL)
 
 
 def test_bench_options_come_after_the_small_defaults_so_they_win() -> None:

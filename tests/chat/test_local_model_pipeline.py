@@ -9,6 +9,7 @@ import httpx
 
 from backend.agent.local_model import LocalModel
 from backend.clock import Clock
+from backend.config import Settings
 from backend.db import Database
 from tests.agent.test_local_model import McpDriver
 from tests.agent.utterances import CASES, NOW, SeenCall, TurnOutcome, run_case
@@ -19,12 +20,14 @@ from tests.conftest import auth
 class ChatDriver(McpDriver):
     """Seeds and reads tasks like the MCP driver; talks through the chat API."""
 
-    def __init__(self, client: httpx.AsyncClient, database: Database) -> None:
+    def __init__(self, client: httpx.AsyncClient, database: Database, settings: Settings) -> None:
         self.client = client
         self.database = database
+        self.settings = settings  # for the relay that feeds the task history between turns
         self.conversations: dict[str, int] = {}
 
     async def say(self, user_id: str, text: str, zone: str) -> TurnOutcome:
+        await self._feed_history()  # the changes of earlier turns
         body: dict[str, object] = {"message": text}
         if user_id in self.conversations:
             body["conversation_id"] = self.conversations[user_id]
@@ -46,14 +49,14 @@ class ChatDriver(McpDriver):
 
 
 async def test_utterance_table_through_the_chat_pipeline(
-    chat_client: AppFactory, database: Database, clock: Clock
+    chat_client: AppFactory, database: Database, clock: Clock, settings: Settings
 ) -> None:
     # The table's dates assume NOW: the model, the task service and the MCP tools all
     # read the one clock.
     clock.freeze(NOW)
     failures: dict[str, list[str]] = {}
     async with chat_client(LocalModel()) as client:
-        driver = ChatDriver(client, database)
+        driver = ChatDriver(client, database, settings)
         for case in CASES:
             user_id = f"user-{case.id}-{uuid.uuid4().hex[:6]}"
             problems = await run_case(case, driver, user_id)

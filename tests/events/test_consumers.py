@@ -225,11 +225,10 @@ async def test_unknown_consumers_are_refused_and_task_activity_is_registered(
             await deliver(session, "no-such-consumer", event)
 
 
+@pytest.mark.postgres_only
 async def test_two_concurrent_deliveries_of_one_event_apply_it_once_on_postgresql(
-    database: Database, is_postgres: bool
+    database: Database,
 ) -> None:
-    if not is_postgres:
-        pytest.skip("SQLite runs one writer at a time: there is no race to lose")
     event = (await make_history(database))[0]
     first_inserted = asyncio.Event()
     release_first = asyncio.Event()

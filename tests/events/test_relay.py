@@ -287,11 +287,10 @@ async def test_a_publisher_outage_counts_no_attempts_logs_once_and_loses_nothing
     assert sum("relay recovered" in m for m in messages) == 1
 
 
+@pytest.mark.postgres_only
 async def test_two_relays_on_postgresql_publish_each_event_once_in_order_per_task(
-    database: Database, tmp_path: Path, database_url: str, is_postgres: bool
+    database: Database, tmp_path: Path, database_url: str
 ) -> None:
-    if not is_postgres:
-        pytest.skip("SQLite runs one relay")
     settings = relay_settings(
         tmp_path,
         database_url,
@@ -351,15 +350,13 @@ async def test_a_commit_wakes_a_sleeping_relay_long_before_its_poll(
         await running
 
 
+@pytest.mark.postgres_only
 async def test_a_notify_from_another_process_wakes_the_relay_on_postgresql(
     database: Database,
     tmp_path: Path,
     database_url: str,
-    is_postgres: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not is_postgres:
-        pytest.skip("NOTIFY is PostgreSQL's")
     # Only the NOTIFY can wake it: as if the change came from another process.
     monkeypatch.setattr(relay_module, "add_commit_listener", lambda _listener: None)
     settings = relay_settings(tmp_path, database_url, events_poll_seconds=30)
