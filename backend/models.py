@@ -195,6 +195,8 @@ class OutboxEvent(SQLModel, table=True):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_outbox_event_task_id_id", "task_id", "id"),
+        # A second event with a task's version would mean two changes raced: refuse it.
+        UniqueConstraint("task_id", "version"),
         Index("ix_outbox_event_created_at", "created_at"),
         Index("ix_outbox_event_status_id", "status", "id"),
     )

@@ -17,10 +17,12 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from backend.clock import utc_now
+from backend.db import is_database_unavailable
 from backend.events.outbox import TASK_ACTIONS
 from backend.events.schemas import TaskEvent
 from backend.models import InboxEvent, Task, TaskActivity
@@ -154,8 +156,35 @@ async def apply_locally(session: AsyncSession, cloud_events: list[dict[str, Any]
         events.setdefault(event.id, event)
     if not events:
         return
+    batch = list(events.values())
+    try:
+        async with session.begin_nested():
+            await _apply_all(session, batch)
+    except SQLAlchemyError as exc:
+        if is_database_unavailable(exc):
+            raise
+        # One event the database refuses must not hold back the rest (nor the relay, whose
+        # marking commits with this): find it, one SAVEPOINT per event, and skip it.
+        logger.warning("local consumers: a batch failed (%s); applying one by one", _brief(exc))
+        for event in batch:
+            try:
+                async with session.begin_nested():
+                    await _apply_all(session, [event])
+            except SQLAlchemyError as failure:
+                if is_database_unavailable(failure):
+                    raise
+                logger.warning("local consumers skipped event %s: %s", event.id, _brief(failure))
+
+
+async def _apply_all(session: AsyncSession, events: list[TaskEvent]) -> None:
     for consumer in LOCAL_CONSUMERS:
-        await _apply(session, consumer, list(events.values()))
+        await _apply(session, consumer, events)
+
+
+def _brief(exc: SQLAlchemyError) -> str:
+    """The error's class and first line: never its parameters (titles, user ids)."""
+    cause = getattr(exc, "orig", None) or exc
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}"
 
 
 async def task_history(

@@ -108,11 +108,19 @@ def subscriptions(settings: Settings) -> list[DaprSubscription]:
     ]
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def _require_app_token(request: Request, settings: Settings) -> None:
-    """The sidecar proves itself with the app API token; optional outside production."""
+    """The sidecar proves itself with the app API token (required in production). Without
+    one, outside production, only a sidecar on this host may deliver (Dapr reaches its app
+    over loopback, self-hosted and in a pod alike): nobody else can write anyone's history."""
     expected = settings.dapr_app_api_token
     if expected is None and settings.app_env != "production":
-        return
+        peer = request.client.host if request.client else ""
+        if peer in LOOPBACK_HOSTS:
+            return
+        raise Unauthorized("Deliveries from other hosts need DAPR_APP_API_TOKEN", missing=True)
     given = request.headers.get(APP_TOKEN_HEADER, "")
     if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("Missing or invalid dapr-api-token", missing=not given)

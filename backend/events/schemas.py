@@ -15,6 +15,8 @@ from backend.tasks.schemas import MAX_TASK_ID, MAX_TITLE
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_HISTORY_PAGE = 100
 TYPE_PATTERN = "^" + re.escape(EVENT_TYPE_PREFIX) + "[a-z]+$"
+# Text columns refuse NUL on PostgreSQL: such an event is poison, not a failed transaction.
+NO_NUL = r"^[^\x00]*$"
 
 
 class EventTask(BaseModel):
@@ -23,7 +25,7 @@ class EventTask(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: int = Field(ge=1, le=MAX_TASK_ID)
-    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NO_NUL)
 
 
 class TaskEventData(BaseModel):
@@ -31,8 +33,8 @@ class TaskEventData(BaseModel):
 
     task: EventTask
     changes: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    user_id: str = Field(min_length=1, max_length=128)
-    channel: str = Field(min_length=1, max_length=16)
+    user_id: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
+    channel: str = Field(min_length=1, max_length=16, pattern=NO_NUL)
     version: int = Field(ge=1, le=2**31 - 1)
 
 

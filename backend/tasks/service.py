@@ -54,7 +54,8 @@ async def _load(
     if for_change:
         # Changes to one task queue on its row (PostgreSQL; SQLite writers are serial anyway),
         # so versions and events follow the order the changes commit in.
-        statement = statement.with_for_update()
+        # populate_existing: a copy already in the session is refreshed from the locked row.
+        statement = statement.with_for_update().execution_options(populate_existing=True)
     task = (await session.scalars(statement)).first()
     if task is None:
         raise TaskNotFound(task_id)

@@ -146,6 +146,7 @@ POISON = [
     ("data.task", KeyError),
     ("data.task.id", "seven"),
     ("data.task.title", ""),
+    ("data.task.title", "a\x00b"),  # PostgreSQL text cannot hold it: poison, not a retry
     ("data.user_id", KeyError),
     ("data.channel", None),
     ("data.version", 0),
@@ -215,6 +216,28 @@ async def test_apply_locally_applies_each_event_once_and_skips_poison_with_one_l
     assert await inbox_count(database) == 3
 
 
+async def test_an_event_the_database_refuses_is_skipped_and_the_rest_of_the_batch_applies(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = await make_history(database)
+    # A consumer whose state disagrees with its inbox (a bug, a restore from backup): the
+    # activity row of the second event exists, so inserting it again breaks a unique key.
+    async with database.session_scope(write=True) as session:
+        await apply_locally(session, [events[1]])
+        await session.execute(InboxEvent.__table__.delete())  # type: ignore[attr-defined]
+    caplog.set_level(logging.WARNING, logger="backend.events.consumers")
+
+    async with database.session_scope(write=True) as session:
+        await apply_locally(session, events)
+
+    assert [row.version for row in await activity(database)] == [1, 2, 3]
+    assert await inbox_count(database) == 2
+    skipped = [r.getMessage() for r in caplog.records if "skipped event" in r.getMessage()]
+    assert len(skipped) == 1
+    assert events[1]["id"] in skipped[0]
+    assert "Report" not in skipped[0]  # the error is named, its parameters are not
+
+
 async def test_unknown_consumers_are_refused_and_task_activity_is_registered(
     database: Database,
 ) -> None:
@@ -245,8 +268,9 @@ async def test_two_concurrent_deliveries_of_one_event_apply_it_once_on_postgresq
         async with database.session_scope(write=True) as session:
             return await deliver(session, TASK_ACTIVITY, event)
 
-    async def second_is_waiting_on_a_lock() -> None:
-        deadline = asyncio.get_running_loop().time() + 5
+    async def second_is_waiting_on_a_lock() -> bool:
+        seen = False
+        deadline = asyncio.get_running_loop().time() + 10
         while asyncio.get_running_loop().time() < deadline:
             async with database.session_scope() as session:
                 waiting = await session.scalar(
@@ -256,12 +280,15 @@ async def test_two_concurrent_deliveries_of_one_event_apply_it_once_on_postgresq
                     )
                 )
             if waiting:
+                seen = True
                 break
             await asyncio.sleep(0.02)
         release_first.set()
+        return seen
 
     outcomes = await asyncio.gather(first(), second(), second_is_waiting_on_a_lock())
 
+    assert outcomes[2] is True, "the second delivery never waited: the race was not tested"
     assert sorted(outcomes[:2]) == ["applied", "duplicate"]
     assert len(await activity(database)) == 1
     assert await inbox_count(database) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ import httpx
 import jwt
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlmodel import col
 
 from backend.auth.mcp_tokens import mcp_token_config, mint_mcp_token
@@ -169,3 +170,51 @@ async def test_mcp_clients_are_mcp_and_a_turns_token_names_its_front_end(
     ]
     with pytest.raises(ValueError, match="not a chat channel"):
         mint_mcp_token(config, ALICE, channel="rest")
+
+
+@pytest.mark.postgres_only
+async def test_concurrent_changes_to_one_task_get_versions_in_commit_order(
+    database: Database,
+) -> None:
+    task_id = await created(database)
+    first_changed, release_first = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with database.session_scope(write=True) as session:
+            await service.update_task(
+                session, ALICE, task_id, TaskUpdate(title="first"), channel="rest"
+            )
+            first_changed.set()
+            await release_first.wait()
+
+    async def second() -> None:
+        await first_changed.wait()
+        async with database.session_scope(write=True) as session:
+            await service.update_task(
+                session, ALICE, task_id, TaskUpdate(priority="high"), channel="mcp"
+            )
+
+    async def release_once_second_waits() -> bool:
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            async with database.session_scope() as session:
+                waiting = await session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+            if waiting:
+                release_first.set()
+                return True
+            await asyncio.sleep(0.02)
+        release_first.set()
+        return False
+
+    *_, waited = await asyncio.gather(first(), second(), release_once_second_waits())
+
+    assert waited, "the second change never queued on the task's row"
+    rows = await events(database)
+    assert [(row.version, row.channel) for row in rows] == [(1, "rest"), (2, "rest"), (3, "mcp")]
+    # The second change saw the first: its event carries the new title.
+    assert rows[2].payload["data"]["task"]["title"] == "first"

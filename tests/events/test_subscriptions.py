@@ -179,6 +179,24 @@ async def test_with_an_app_token_deliveries_must_carry_it(serve: Serve, database
     assert await activity_count(database) == 1
 
 
+async def test_without_an_app_token_only_a_sidecar_on_this_host_may_deliver(
+    serve: Serve, database: Database
+) -> None:
+    event = (await make_history(database))[0]
+    async with serve() as local:
+        app = local.app  # type: ignore[attr-defined]
+        remote = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+        async with httpx.AsyncClient(transport=remote, base_url="http://test") as stranger:
+            forged = await post(stranger, event)
+        assert await activity_count(database) == 0
+        from_sidecar = await post(local, event)
+
+    assert forged.status_code == 401
+    assert "DAPR_APP_API_TOKEN" in forged.json()["detail"]
+    assert from_sidecar.json() == {"status": "SUCCESS"}
+    assert await activity_count(database) == 1
+
+
 async def test_in_production_deliveries_are_refused_until_an_app_token_is_configured(
     serve: Serve, database: Database
 ) -> None:

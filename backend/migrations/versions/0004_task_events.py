@@ -43,7 +43,8 @@ def upgrade() -> None:
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
     sa.CheckConstraint("status IN ('pending', 'published', 'dead')", name=op.f('ck_outbox_event_status')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_event')),
-    sa.UniqueConstraint('event_id', name=op.f('uq_outbox_event_event_id'))
+    sa.UniqueConstraint('event_id', name=op.f('uq_outbox_event_event_id')),
+    sa.UniqueConstraint('task_id', 'version', name=op.f('uq_outbox_event_task_id_version'))
     )
     with op.batch_alter_table('outbox_event', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_event_created_at', ['created_at'], unique=False)
