@@ -90,6 +90,17 @@ class DaprPublisher:
     one HTTP call here. Each event goes as a CloudEvent (`application/cloudevents+json`), so
     Dapr forwards it as is and keeps our `id`, which consumers deduplicate on; the task id is
     the partition key, so a Kafka-backed component keeps each task's events in order.
+
+    How an answer is classified:
+    - 401/403/404, or an errorCode naming the pub/sub or topic (not found, forbidden, not
+      configured): the relay's configuration is wrong (token, scopes, component name), not
+      any event, so the whole batch is unavailable and no event is counted or killed.
+    - Dapr answers 500 ERR_PUBSUB_PUBLISH_MESSAGE both when its broker is down and when the
+      broker will never take a message (too large). So when a bulk request fails as a whole
+      or every entry fails, the events are sent again one at a time, in this same call: if
+      none gets through the broker is down (unavailable); if some do, the broker is up and
+      the failed ones are refused. A lone event answered 5xx stays unavailable (ambiguous).
+    - Any other 4xx for one event (malformed) refuses that event.
     """
 
     name = "dapr"
@@ -110,16 +121,24 @@ class DaprPublisher:
         if not events:
             return PublishResult()
         if len(events) == 1:
-            return await self._publish_one(events[0])
+            failure = await self._send_one(events[0])
+            if failure is None:
+                return PublishResult()
+            if failure.ambiguous:
+                raise PublisherUnavailable(f"Dapr sidecar: {failure.reason}")
+            return PublishResult({_row_id(events[0]): failure.reason})
         return await self._publish_bulk(events)
 
     async def _post(self, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self._client.post(url, **kwargs)
+            response = await self._client.post(url, **kwargs)
         except httpx.HTTPError as exc:  # refused connection, timeout, broken response
             raise PublisherUnavailable(f"Dapr sidecar: {type(exc).__name__}: {exc}") from exc
+        _raise_if_misconfigured(response)
+        return response
 
-    async def _publish_one(self, event: OutboxEvent) -> PublishResult:
+    async def _send_one(self, event: OutboxEvent) -> _Failure | None:
+        """None when the sidecar took the event; otherwise why not."""
         response = await self._post(
             self._single_url,
             params={"metadata.partitionKey": str(event.task_id)},
@@ -127,11 +146,11 @@ class DaprPublisher:
             headers={**self._headers, "Content-Type": CLOUDEVENTS_JSON},
         )
         if response.is_success:
-            return PublishResult()
-        if response.status_code >= 500:
-            # Dapr answers 500 when its broker failed to take the message: an outage.
-            raise PublisherUnavailable(f"Dapr sidecar: {response.status_code} {response.text}")
-        return PublishResult({_row_id(event): _reason(f"{response.status_code} {response.text}")})
+            return None
+        return _Failure(
+            _reason(f"{response.status_code} {response.text}"),
+            ambiguous=response.status_code >= 500,
+        )
 
     async def _publish_bulk(self, events: Sequence[OutboxEvent]) -> PublishResult:
         entries = [
@@ -147,27 +166,89 @@ class DaprPublisher:
         if response.is_success:
             return PublishResult()
         failed = _failed_entries(response)
-        if failed is None:
-            if response.status_code >= 500:
-                raise PublisherUnavailable(
-                    f"Dapr sidecar: {response.status_code} {_reason(response.text)}"
-                )
-            # The whole request was refused (bad pub/sub name, forbidden topic): every event.
-            reason = _reason(f"{response.status_code} {response.text}")
-            return PublishResult({_row_id(event): reason for event in events})
         known = {str(_row_id(event)): _row_id(event) for event in events}
-        refused = {known[entry]: reason for entry, reason in failed.items() if entry in known}
-        if len(refused) == len(events):
-            # Every entry failing is what a broker outage looks like behind the sidecar;
-            # counting it as refusals would let a long outage kill events.
+        refused = {
+            known[entry]: reason for entry, reason in (failed or {}).items() if entry in known
+        }
+        if refused and len(refused) < len(events):
+            return PublishResult(refused)
+        # Failed as a whole, or every entry: a broker outage, or only bad events? Ask again
+        # one event at a time.
+        return await self._publish_one_by_one(events, f"{response.status_code}")
+
+    async def _publish_one_by_one(
+        self, events: Sequence[OutboxEvent], bulk_status: str
+    ) -> PublishResult:
+        """Each task's events in order, and tasks side by side (up to PROBE_CONCURRENCY
+        requests at once), so telling an outage from bad events stays short."""
+        by_task: dict[int, list[OutboxEvent]] = {}
+        for event in events:
+            by_task.setdefault(event.task_id, []).append(event)
+        failures: dict[int, _Failure] = {}
+        limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+        async def send_in_order(task_events: list[OutboxEvent]) -> None:
+            for event in task_events:
+                async with limit:
+                    failure = await self._send_one(event)
+                if failure is not None:
+                    failures[_row_id(event)] = failure
+
+        outcomes = await asyncio.gather(
+            *(send_in_order(task_events) for task_events in by_task.values()),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):  # unreachable or misconfigured meanwhile
+                raise outcome
+        if len(failures) == len(events) and any(f.ambiguous for f in failures.values()):
+            first = next(iter(failures.values())).reason
             raise PublisherUnavailable(
-                f"Dapr sidecar: every entry failed: {next(iter(failed.values()))}"
+                f"Dapr sidecar: bulk publish failed ({bulk_status}) and no event got through "
+                f"on its own: {first}"
             )
-        return PublishResult(refused)
+        return PublishResult({row_id: failure.reason for row_id, failure in failures.items()})
 
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+# Retrying a failed bulk publish one event at a time: at most this many requests at once.
+PROBE_CONCURRENCY = 8
+# Dapr's answers about the relay's configuration (component, topic, scopes), not an event.
+_MISCONFIGURED_STATUSES = frozenset({401, 403, 404})
+_MISCONFIGURED_CODES = frozenset(
+    {"ERR_PUBSUB_NOT_FOUND", "ERR_PUBSUB_FORBIDDEN", "ERR_PUBSUB_NOT_CONFIGURED"}
+)
+
+
+@dataclass
+class _Failure:
+    reason: str
+    # 5xx: the broker may be down, or may never take this event.
+    ambiguous: bool
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    code = body.get("errorCode") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def _raise_if_misconfigured(response: httpx.Response) -> None:
+    """A refusal of the request itself (token, topic scopes, unknown pub/sub) concerns every
+    event alike: the relay waits for the configuration to be fixed instead of killing them."""
+    code = _error_code(response)
+    if response.status_code in _MISCONFIGURED_STATUSES or code in _MISCONFIGURED_CODES:
+        answer = " ".join(part for part in (str(response.status_code), code) if part)
+        raise PublisherUnavailable(
+            f"Dapr refused the publish: {answer}: {_reason(response.text)} (check the API "
+            "token, the pub/sub component name and its topic scopes)"
+        )
 
 
 def _failed_entries(response: httpx.Response) -> dict[str, str] | None:

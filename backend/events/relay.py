@@ -12,11 +12,16 @@ refusal) in one transaction, which also feeds our own consumers when configured.
 - SQLite: one relay. The round reads its batch, publishes with no transaction open (a write
   transaction would block every writer for as long as the broker takes), then marks the
   events in one short write transaction; with the `none` publisher (no I/O) all of it is
-  one short write transaction.
+  one short write transaction, taken only after a read found work, so an idle poll never
+  competes with the other processes for SQLite's write lock.
 
 A refused event waits (exponential backoff with jitter) and holds back the later events of
 its task; after EVENTS_MAX_ATTEMPTS refusals it is dead, and no longer holds anything back.
-A publisher outage counts no attempts: the relay backs off and tries the same batch again.
+A publisher outage counts no attempts: the relay backs off and tries the same batch again,
+and while it is out, commits and NOTIFYs do not cut the backoff short. A publisher that can
+tell an outage from a bad event only by retrying alone does so within its call (Dapr: a bulk
+publish failing as a whole is retried one event at a time; see DaprPublisher); a refusal of
+the relay's configuration (token, topic scopes) is an outage, never an event's refusal.
 
 One limit: a refusal is known only once the batch is sent, so later events of the same task
 in that batch go out ahead of the refused one. Refusals are about one record (too large,
@@ -84,6 +89,8 @@ class Relay:
         self.settings = settings
         self._postgres = database.engine.dialect.name == "postgresql"
         self._wake = asyncio.Event()
+        # Set by aclose(): the one thing that cuts an outage backoff short.
+        self._stop = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._outage: str | None = None  # what is out, while it is (logged on change only)
@@ -101,6 +108,8 @@ class Relay:
         Raises PublisherUnavailable (nothing marked, nothing counted) when the publisher
         cannot take the batch.
         """
+        if self.publisher.local and not self._postgres and not await self._any_available():
+            return 0
         if self._postgres or self.publisher.local:
             unavailable: PublisherUnavailable | None = None
             async with self.database.session_scope(write=True) as session:
@@ -126,6 +135,19 @@ class Relay:
         async with self.database.session_scope(write=True) as session:
             await self._mark(session, batch, result)
         return len(batch)
+
+    async def _any_available(self) -> bool:
+        """Whether a pending event is due, read without taking SQLite's write lock."""
+        async with self.database.session_scope() as session:
+            statement = (
+                select(col(OutboxEvent.id))
+                .where(
+                    col(OutboxEvent.status) == "pending",
+                    col(OutboxEvent.available_at) <= utc_now(),
+                )
+                .limit(1)
+            )
+            return (await session.scalar(statement)) is not None
 
     async def _publishable(self, session: AsyncSession, *, claim: bool) -> list[OutboxEvent]:
         now = utc_now()
@@ -298,6 +320,12 @@ class Relay:
                 self.rounds += 1
                 if delay == 0 or self._stopping:
                     continue
+                if self._outage is not None:
+                    # Out: each commit would otherwise start a round against the dead broker
+                    # or database. Only aclose() ends the wait early.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                     await asyncio.sleep(GATHER_SECONDS)
@@ -380,6 +408,7 @@ class Relay:
     async def aclose(self) -> None:
         """Stop after the round in progress (a round is never cut halfway)."""
         self._stopping = True
+        self._stop.set()
         self._wake.set()
         task = self._task
         if task is None or task.done() or task is asyncio.current_task():

@@ -23,7 +23,7 @@ from backend.events.relay import Relay
 from backend.models import OutboxEvent
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate
-from tests.cli.support import CLI_TIMEOUT_SECONDS, cli_command, cli_env, run_cli
+from tests.cli.support import CLI_TIMEOUT_SECONDS, cli_command, cli_env
 from tests.conftest import make_settings
 from tests.events.test_relay import RecordingPublisher
 
@@ -149,7 +149,10 @@ def test_list_show_and_requeue_a_dead_event(
 
 
 def test_the_relay_command_publishes_then_stops_cleanly_on_sigterm(
-    database_url: str, tmp_path: Path
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     asyncio.run(_seed(database_url, poison_first=False, tmp_path=tmp_path))
     asyncio.run(_due_whatever_the_clock(database_url))
@@ -179,6 +182,13 @@ def test_the_relay_command_publishes_then_stops_cleanly_on_sigterm(
     assert "Relaying task events" in output.read_text()
     assert "Traceback" not in output.read_text()
 
-    listed = run_cli(env, tmp_path, "events", "list", "--status", "published")
-    assert listed.code == 0, listed
-    assert len(listed.out.splitlines()) == 3, listed
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL"):
+        monkeypatch.setenv(name, env[name])
+    get_settings.cache_clear()
+    try:
+        code, out, err = run(capsys, "events", "list", "--status", "published")
+    finally:
+        get_settings.cache_clear()
+    assert code == 0, err
+    assert len(out.splitlines()) == 3, out

@@ -251,8 +251,13 @@ async def test_a_refused_event_backs_off_holds_its_task_back_dies_and_can_be_req
 
 
 async def test_a_publisher_outage_counts_no_attempts_logs_once_and_loses_nothing(
-    database: Database, tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+    database: Database,
+    tmp_path: Path,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(relay_module, "OUTAGE_BACKOFF_BASE_SECONDS", 0.02)
     settings = relay_settings(tmp_path, database_url, events_poll_seconds=0.05)
     task_id = await create(database)
     await live_cycle(database, task_id)
@@ -287,6 +292,86 @@ async def test_a_publisher_outage_counts_no_attempts_logs_once_and_loses_nothing
     assert sum("relay recovered" in m for m in messages) == 1
 
 
+async def test_commits_during_an_outage_do_not_cut_its_backoff_short(
+    database: Database, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retries after 0.1–0.2 s, then 0.2–0.4 s, 0.2–0.4 s …: at most 3 tries in 0.3 s.
+    monkeypatch.setattr(relay_module, "OUTAGE_BACKOFF_BASE_SECONDS", 0.2)
+    monkeypatch.setattr(relay_module, "OUTAGE_BACKOFF_MAX_SECONDS", 0.4)
+    settings = relay_settings(tmp_path, database_url, events_poll_seconds=0.05)
+    publisher = RecordingPublisher()
+    publisher.unavailable = True
+    await create(database, "Before the outage was noticed")
+    relay = Relay(database, publisher, settings)
+    running = asyncio.create_task(relay.run())
+    try:
+
+        async def tried() -> bool:
+            return publisher.calls >= 1
+
+        await until(tried, "the first try")
+        burst_ends = time.monotonic() + 0.25
+        commits = 0
+        while time.monotonic() < burst_ends:  # each commit wakes the relay
+            await create(database, f"During the outage {commits}")
+            commits += 1
+            await asyncio.sleep(0.005)
+        assert commits >= 4  # without the fix, each would have been a try
+        assert publisher.calls <= 3
+        publisher.unavailable = False
+
+        async def delivered() -> bool:
+            return len(publisher.published) == commits + 1
+
+        await until(delivered, "delivery after the outage")
+    finally:
+        await relay.aclose()
+        await running
+    assert {row.status for row in await outbox(database)} == {"published"}
+
+
+async def test_an_idle_round_takes_no_write_transaction_on_sqlite(
+    database: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `none` publisher's round is one write transaction; an idle poll must not take
+    SQLite's write lock away from the API and the MCP server every EVENTS_POLL_SECONDS."""
+    scopes: list[bool] = []
+    session_scope = database.session_scope
+
+    def recording_scope(*, write: bool = False) -> Any:
+        scopes.append(write)
+        return session_scope(write=write)
+
+    relay = Relay(database, NonePublisher(), settings)
+    monkeypatch.setattr(database, "session_scope", recording_scope)
+    assert await relay.run_once() == 0
+    idle = scopes.copy()
+    await create(database)
+    scopes.clear()
+
+    assert await relay.run_once() == 1
+
+    on_sqlite = database.engine.dialect.name == "sqlite"
+    assert idle == ([False] if on_sqlite else [True])  # PostgreSQL claims: no lock to spare
+    assert scopes.count(True) == 1
+    assert [row.status for row in await outbox(database)] == ["published"]
+
+
+class GatedPublisher(RecordingPublisher):
+    """Holds its first batch (and so its relay's claim) until the test opens the gate."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = asyncio.Event()
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> PublishResult:
+        if self.calls == 0:
+            self.calls += 1
+            await self.gate.wait()
+            self.calls -= 1
+        return await super().publish(events)
+
+
 @pytest.mark.postgres_only
 async def test_two_relays_on_postgresql_publish_each_event_once_in_order_per_task(
     database: Database, tmp_path: Path, database_url: str
@@ -300,27 +385,44 @@ async def test_two_relays_on_postgresql_publish_each_event_once_in_order_per_tas
     )
     tasks = [await create(database, f"Task {n}") for n in range(5)]
     async with database.session_scope(write=True) as session:
-        for round_number in range(39):
+        for round_number in range(19):
             for task_id in tasks:
                 await service.update_task(
                     session, ALICE, task_id, TaskUpdate(title=f"v{round_number}"), channel="rest"
                 )
     expected = await outbox(database)
-    assert len(expected) == 200
+    assert len(expected) == 100
     shared: list[tuple[str, OutboxEvent]] = []
+    first = GatedPublisher(log_to=shared, label="one")
     relays = [
-        Relay(Database(database_url), RecordingPublisher(log_to=shared, label=name), settings)
-        for name in ("one", "two")
+        Relay(Database(database_url), publisher, settings)
+        for publisher in (first, RecordingPublisher(log_to=shared, label="two"))
     ]
-    running = [asyncio.create_task(relay.run()) for relay in relays]
+    running = [asyncio.create_task(relays[0].run())]
     try:
 
-        async def all_published() -> bool:
-            return len(shared) >= 200
+        async def first_claimed() -> bool:
+            return first.calls >= 1
 
-        await until(all_published, "200 events")
-        await asyncio.sleep(0.1)  # a duplicate would show up now
+        await until(first_claimed, "relay one to claim the first 15 events")
+        running.append(asyncio.create_task(relays[1].run()))
+
+        async def second_went_round() -> bool:
+            return relays[1].rounds >= 2
+
+        # Relay two skips the claimed rows and takes the next 15: all later events of the
+        # same five tasks, which must wait for relay one.
+        await until(second_went_round, "relay two to go round while relay one holds its claim")
+        assert shared == []
+        first.gate.set()
+
+        async def all_published() -> bool:
+            return len(shared) >= 100
+
+        await until(all_published, "100 events")
+        await asyncio.sleep(0.05)  # a duplicate would show up now
     finally:
+        first.gate.set()
         for relay in relays:
             await relay.aclose()
         await asyncio.gather(*running)
@@ -452,6 +554,8 @@ class ScriptedSidecar:
         self.requests: list[Request] = []
         self.bodies: list[Any] = []
         self.answer: Response = Response(status_code=204)
+        # When set, answers each request from its path and JSON body instead of `answer`.
+        self.respond: Callable[[str, Any], Response] | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1.0/publish/{pubsub}/{topic}", self._record, methods=["POST"]),
@@ -461,15 +565,28 @@ class ScriptedSidecar:
 
     async def _record(self, request: Request) -> Response:
         self.requests.append(request)
-        self.bodies.append(json.loads(await request.body()))
+        body = json.loads(await request.body())
+        self.bodies.append(body)
+        if self.respond is not None:
+            return self.respond(request.url.path, body)
         return self.answer
 
 
 @pytest.fixture(scope="module")
-def sidecar() -> Iterator[tuple[ScriptedSidecar, int]]:
+def serving_sidecar() -> Iterator[tuple[ScriptedSidecar, int]]:
     scripted, port = ScriptedSidecar(), free_port()
     with serving_in_thread(scripted.app, port):
         yield scripted, port
+
+
+@pytest.fixture
+def sidecar(
+    serving_sidecar: tuple[ScriptedSidecar, int],
+) -> Iterator[tuple[ScriptedSidecar, int]]:
+    scripted, _port = serving_sidecar
+    scripted.respond = None
+    yield serving_sidecar
+    scripted.respond = None
 
 
 def dapr_settings(port: int) -> Settings:
@@ -511,7 +628,7 @@ async def test_dapr_one_event_goes_as_a_cloudevent_keyed_by_its_task(
 @pytest.mark.parametrize(
     ("answer", "outcome"),
     [
-        (Response("forbidden", status_code=403), {7: "403 forbidden"}),
+        (Response("malformed event", status_code=400), {7: "400 malformed event"}),
         (Response("broker down", status_code=500), PublisherUnavailable),
     ],
 )
@@ -540,12 +657,14 @@ async def test_dapr_bulk_refuses_only_the_failed_entries(
     try:
         scripted.answer = failed_entries(2)
         result = await publisher.publish(events)
-        scripted.answer = failed_entries(1, 2, 3)  # what a broker outage looks like
-        with pytest.raises(PublisherUnavailable, match="every entry failed"):
+        scripted.answer = failed_entries(1, 2, 3)  # and one by one: a broker outage
+        with pytest.raises(PublisherUnavailable, match="no event got through on its own"):
             await publisher.publish(events)
         scripted.answer = Response("sidecar shutting down", status_code=503)
         with pytest.raises(PublisherUnavailable, match="503"):
             await publisher.publish(events)
+        scripted.answer = failed_entries(2)
+        await publisher.publish(events)
     finally:
         await publisher.aclose()
 
@@ -571,3 +690,97 @@ async def test_dapr_an_unreachable_sidecar_is_unavailable() -> None:
             await publisher.publish([stored_event(1)])
     finally:
         await publisher.aclose()
+
+
+def dapr_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"errorCode": code, "message": message}, status)
+
+
+MISCONFIGURATIONS = [
+    dapr_error(403, "ERR_PUBSUB_FORBIDDEN", "topic task-events is not allowed for app-id api"),
+    dapr_error(401, "ERR_UNAUTHORIZED", "invalid api token"),
+    dapr_error(404, "ERR_PUBSUB_NOT_FOUND", "pubsub taskpubsub not found"),
+    dapr_error(400, "ERR_PUBSUB_NOT_FOUND", "pubsub taskpubsub not found"),
+]
+
+
+@pytest.mark.parametrize("answer", MISCONFIGURATIONS, ids=lambda answer: str(answer.status_code))
+@pytest.mark.parametrize("batch", [1, 3])
+async def test_dapr_a_misconfiguration_is_an_outage_not_a_refusal(
+    sidecar: tuple[ScriptedSidecar, int], answer: JSONResponse, batch: int
+) -> None:
+    scripted, port = sidecar
+    scripted.answer = answer
+    publisher = DaprPublisher(dapr_settings(port))
+    try:
+        with pytest.raises(
+            PublisherUnavailable, match=f"Dapr refused the publish: {answer.status_code} ERR_"
+        ):
+            await publisher.publish([stored_event(n) for n in range(1, batch + 1)])
+    finally:
+        await publisher.aclose()
+
+
+async def test_dapr_a_forbidden_topic_kills_no_event(
+    database: Database, tmp_path: Path, database_url: str, sidecar: tuple[ScriptedSidecar, int]
+) -> None:
+    scripted, port = sidecar
+    scripted.answer = MISCONFIGURATIONS[0]
+    settings = relay_settings(tmp_path, database_url, events_max_attempts=1)
+    await create(database)
+    publisher = DaprPublisher(dapr_settings(port))
+    try:
+        with pytest.raises(PublisherUnavailable, match="403 ERR_PUBSUB_FORBIDDEN"):
+            await Relay(database, publisher, settings).run_once()
+    finally:
+        await publisher.aclose()
+    assert [(row.status, row.attempts) for row in await outbox(database)] == [("pending", 0)]
+
+
+def too_large(*bad: int) -> Callable[[str, Any], Response]:
+    """A broker that is up but never takes events `bad`: Dapr answers 500 for them, and a
+    bulk request holding one of them fails as a whole."""
+
+    def respond(path: str, body: Any) -> Response:
+        if "bulk" in path:
+            return dapr_error(500, "ERR_PUBSUB_PUBLISH_MESSAGE", "message too large")
+        if int(body["data"]["text"]) in bad:
+            return dapr_error(500, "ERR_PUBSUB_PUBLISH_MESSAGE", "message too large")
+        return Response(status_code=204)
+
+    return respond
+
+
+async def test_dapr_a_failed_bulk_is_retried_one_by_one_and_refuses_only_the_bad_event(
+    sidecar: tuple[ScriptedSidecar, int],
+) -> None:
+    scripted, port = sidecar
+    scripted.respond = too_large(2)
+    events = [stored_event(n, str(n), task_id=5 + n % 2) for n in (1, 2, 3)]
+    publisher = DaprPublisher(dapr_settings(port))
+    try:
+        result = await publisher.publish(events)
+    finally:
+        await publisher.aclose()
+
+    assert list(result.refused) == [2]
+    assert "500" in result.refused[2]
+    singles = [body["id"] for body in scripted.bodies[-3:]]
+    assert sorted(singles) == sorted(event.event_id for event in events)
+    assert singles.index(events[0].event_id) < singles.index(events[2].event_id)  # task 6
+
+
+async def test_dapr_a_bulk_failing_one_by_one_too_is_an_outage(
+    sidecar: tuple[ScriptedSidecar, int],
+) -> None:
+    scripted, port = sidecar
+    scripted.respond = too_large(1, 2, 3)
+    events = [stored_event(n, str(n)) for n in (1, 2, 3)]
+    before = len(scripted.bodies)
+    publisher = DaprPublisher(dapr_settings(port))
+    try:
+        with pytest.raises(PublisherUnavailable, match="no event got through on its own"):
+            await publisher.publish(events)
+    finally:
+        await publisher.aclose()
+    assert len(scripted.bodies) - before == 4  # the bulk request, then each event alone
