@@ -218,6 +218,8 @@ async def test_every_event_is_published_once_in_order_and_feeds_the_task_history
 async def test_a_refused_event_backs_off_holds_its_task_back_dies_and_can_be_requeued(
     database: Database, tmp_path: Path, database_url: str, clock: Clock
 ) -> None:
+    # Frozen: a backoff of half a second must not run out on a slow machine mid-test.
+    clock.freeze(clock.now())
     settings = relay_settings(tmp_path, database_url, events_max_attempts=3)
     stuck, other = await create(database, "Stuck"), await create(database, "Other")
     poison = (await outbox(database))[0].event_id
