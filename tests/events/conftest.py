@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from backend.db import Database
 from tests.cli.support import free_port
 
 START_TIMEOUT_SECONDS = 15
@@ -81,3 +84,24 @@ def own_tansu(tmp_path: Path) -> Iterator[Tansu]:
         yield broker
     finally:
         broker.stop()
+
+
+async def release_once_a_lock_wait_is_seen(database: Database, release: asyncio.Event) -> bool:
+    """Set `release` once some session of this database waits on a lock (PostgreSQL), or
+    after 10 s; whether the wait was seen, so a race test knows it really raced."""
+    seen = False
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        async with database.session_scope() as session:
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+        if waiting:
+            seen = True
+            break
+        await asyncio.sleep(0.02)
+    release.set()
+    return seen

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlmodel import col
 
 from backend.db import Database
@@ -27,6 +27,7 @@ from backend.events.outbox import cloud_event
 from backend.models import InboxEvent, OutboxEvent, TaskActivity
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskUpdate
+from tests.events.conftest import release_once_a_lock_wait_is_seen
 
 ALICE = "alice"
 
@@ -268,25 +269,9 @@ async def test_two_concurrent_deliveries_of_one_event_apply_it_once_on_postgresq
         async with database.session_scope(write=True) as session:
             return await deliver(session, TASK_ACTIVITY, event)
 
-    async def second_is_waiting_on_a_lock() -> bool:
-        seen = False
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            async with database.session_scope() as session:
-                waiting = await session.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                    )
-                )
-            if waiting:
-                seen = True
-                break
-            await asyncio.sleep(0.02)
-        release_first.set()
-        return seen
-
-    outcomes = await asyncio.gather(first(), second(), second_is_waiting_on_a_lock())
+    outcomes = await asyncio.gather(
+        first(), second(), release_once_a_lock_wait_is_seen(database, release_first)
+    )
 
     assert outcomes[2] is True, "the second delivery never waited: the race was not tested"
     assert sorted(outcomes[:2]) == ["applied", "duplicate"]

@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlmodel import col
 
 from backend.auth.mcp_tokens import mcp_token_config, mint_mcp_token
@@ -22,6 +22,7 @@ from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskReplace, TaskUpdate
 from mcp_server.server import create_http_app
 from tests.conftest import auth
+from tests.events.conftest import release_once_a_lock_wait_is_seen
 from tests.mcp_server.conftest import open_session
 
 ALICE = "alice"
@@ -194,24 +195,9 @@ async def test_concurrent_changes_to_one_task_get_versions_in_commit_order(
                 session, ALICE, task_id, TaskUpdate(priority="high"), channel="mcp"
             )
 
-    async def release_once_second_waits() -> bool:
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            async with database.session_scope() as session:
-                waiting = await session.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                    )
-                )
-            if waiting:
-                release_first.set()
-                return True
-            await asyncio.sleep(0.02)
-        release_first.set()
-        return False
-
-    *_, waited = await asyncio.gather(first(), second(), release_once_second_waits())
+    *_, waited = await asyncio.gather(
+        first(), second(), release_once_a_lock_wait_is_seen(database, release_first)
+    )
 
     assert waited, "the second change never queued on the task's row"
     rows = await events(database)
