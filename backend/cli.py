@@ -523,6 +523,35 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(_with_database(settings, relay))
 
 
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> None:
+    """Fire due reminders until SIGINT or SIGTERM, apart from the API."""
+    ready_database(settings)
+
+    async def schedule(database: Database) -> None:
+        from backend.reminders.scheduler import Scheduler
+
+        # A signal ends the wait for the next round, never a firing halfway.
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        worker = Scheduler(database, settings)
+        running = worker.start()
+        print(
+            f"Firing reminders from {safe_url(settings.database_url)} (looking every"
+            f" {settings.reminders_poll_seconds:g} s at most). Ctrl-C stops.",
+            file=sys.stderr,
+            flush=True,
+        )
+        waiting = asyncio.create_task(stopped.wait())
+        await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        await worker.aclose()
+        await running  # a scheduler that died of a bug says why here
+
+    asyncio.run(_with_database(settings, schedule))
+
+
 def _destination(settings: Settings) -> str:
     if settings.events_publisher == "kafka":
         return f"Kafka {settings.kafka_bootstrap_servers} topic {settings.events_topic}"
@@ -922,6 +951,14 @@ def _event_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
         " EVENTS_RELAY=false; on PostgreSQL any number may run side by side, on SQLite run"
         " only one.",
     ).set_defaults(handler=cmd_relay)
+    commands.add_parser(
+        "scheduler",
+        help="Fire due reminders until Ctrl-C (apart from the API).",
+        description="Fire reminders as they come due: a notification, a note in the user's"
+        " latest conversation and a reminder.due event each, once. The API runs one itself"
+        " unless REMINDERS_SCHEDULER=false; on PostgreSQL any number may run side by side,"
+        " on SQLite run only one.",
+    ).set_defaults(handler=cmd_scheduler)
     events = commands.add_parser(
         "events",
         help="Inspect the task event log: list, show, requeue dead events.",

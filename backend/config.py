@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     # Task events: the outbox relay and where it publishes (specs/events.md).
     # none: events stay in the log, marked published here (dev); dapr: the sidecar's pub/sub;
     # kafka: straight to brokers with aiokafka.
+    # Fire due reminders inside `serve`/`api`; false when `todo-assistant scheduler` runs
+    # apart. Any number may run on PostgreSQL (each reminder fires once); one on SQLite.
+    reminders_scheduler: bool = True
+    # The longest the scheduler sleeps: a reminder written by another process (the MCP
+    # server) fires at most this late; writes in this process wake it at once.
+    reminders_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    reminders_batch_size: int = Field(default=200, ge=1, le=5000)
+    # How often an open notification stream looks for new ones (fired in another process).
+    notifications_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     events_publisher: Literal["none", "dapr", "kafka"] = "none"
     # Run the relay inside `serve`/`api`; false when `todo-assistant relay` runs apart.
     events_relay: bool = True

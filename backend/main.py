@@ -28,6 +28,8 @@ from backend.errors import ErrorBody, ServiceUnavailable
 from backend.events.publishers import build_publisher
 from backend.events.relay import Relay
 from backend.events.router import router as events_router
+from backend.reminders.router import router as notifications_router
+from backend.reminders.scheduler import Scheduler
 from backend.tasks.router import router as tasks_router
 from backend.web import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
 
@@ -64,6 +66,18 @@ async def _start_relay(stack: AsyncExitStack, database: Database, settings: Sett
     task.add_done_callback(_report_relay_end)
 
 
+async def _start_scheduler(stack: AsyncExitStack, database: Database, settings: Settings) -> None:
+    scheduler = Scheduler(database, settings)
+    task = scheduler.start()
+    stack.push_async_callback(scheduler.aclose)
+    task.add_done_callback(_report_scheduler_end)
+
+
+def _report_scheduler_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("The reminder scheduler stopped", exc_info=task.exception())
+
+
 def _report_relay_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("The task event relay stopped", exc_info=task.exception())
@@ -82,6 +96,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 # Stopped after turns in flight have recorded (their events go out too) and
                 # before the database closes: callbacks run last-in, first-out.
                 await _start_relay(stack, database, settings)
+            if settings.reminders_scheduler:
+                await _start_scheduler(stack, database, settings)
             jwks = None
             if settings.auth_jwks_url:
                 http = await stack.enter_async_context(
@@ -141,6 +157,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(chat_router)
     app.include_router(chatkit_router)
     app.include_router(events_router)
+    app.include_router(notifications_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:

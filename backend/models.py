@@ -38,6 +38,12 @@ class Priority(StrEnum):
     urgent = "urgent"
 
 
+# A reminder waits to fire: set, not fired yet, on a live unfinished task.
+REMINDER_ARMED_SQL = (
+    "remind_at IS NOT NULL AND reminded_at IS NULL AND completed = false AND deleted_at IS NULL"
+)
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "task"
     __table_args__ = (
@@ -46,6 +52,20 @@ class Task(SQLModel, table=True):
         Index("ix_task_user_id_updated_at", "user_id", "updated_at"),
         Index("ix_task_user_id_due_at", "user_id", "due_at"),
         Index("ix_task_user_id_completed", "user_id", "completed"),
+        # The scheduler's work list: armed reminders only, so it stays as small as they are.
+        Index(
+            "ix_task_reminder_due",
+            "remind_at",
+            sqlite_where=text(REMINDER_ARMED_SQL),
+            postgresql_where=text(REMINDER_ARMED_SQL),
+        ),
+        # The link that makes a second spawn of the same occurrence impossible.
+        UniqueConstraint("series_id", "occurrence"),
+        CheckConstraint("occurrence >= 1", name="occurrence"),
+        CheckConstraint(
+            "remind_before_minutes IS NULL OR remind_before_minutes >= 0",
+            name="remind_before_minutes",
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -63,6 +83,18 @@ class Task(SQLModel, table=True):
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Bumped by every change; the version in the task's events, so consumers can order them.
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # The IANA zone the user was in: repeats keep their wall-clock time in it across DST,
+    # and reminders say their time in it.
+    time_zone: str | None = Field(default=None, max_length=64)
+    # A reminder relative to the due time (minutes before it); remind_at follows due_at.
+    remind_before_minutes: int | None = Field(default=None)
+    # When the current reminder fired; cleared when it is re-armed (a new remind_at, snooze).
+    reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Every occurrence of a repeating task shares series_id; occurrence counts from 1.
+    series_id: str | None = Field(default=None, max_length=32)
+    occurrence: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # The rule's DTSTART: the series' original due time (its creation time without one).
+    series_start_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     tag_links: list["TaskTag"] = Relationship(
         sa_relationship_kwargs={
@@ -216,6 +248,38 @@ class OutboxEvent(SQLModel, table=True):
     available_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, max_length=2000)
+
+
+class Notification(SQLModel, table=True):
+    """A reminder that fired, for the user to see: listed, streamed (SSE) and said in chat.
+
+    `seq` numbers a user's notifications in commit order (a firing takes the user's lock
+    first), so an SSE stream resumes after a Last-Event-ID without losing or repeating one.
+    """
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        # One notification per task and reminder instant, however many schedulers run.
+        UniqueConstraint("task_id", "remind_at"),
+        UniqueConstraint("user_id", "seq"),
+        Index("ix_notification_user_id_read_at", "user_id", "read_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=128)
+    seq: int
+    task_id: int
+    kind: str = Field(default="reminder", max_length=16)
+    title: str = Field(max_length=200)
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    remind_at: datetime = Field(sa_type=UTCDateTime)
+    time_zone: str | None = Field(default=None, max_length=64)
+    fired_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    # Fired well after its time (everything was down): the user is told it is late.
+    late: bool = Field(default=False)
+    read_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The assistant message that said it in the user's latest conversation, if any.
+    message_id: int | None = Field(default=None)
 
 
 class InboxEvent(SQLModel, table=True):

@@ -47,7 +47,12 @@ class McpTokenVerifier(TokenVerifier):
             expires_at=access.expires_at,
             resource=self._config.audience,
             subject=access.user_id,
-            claims={"channel": access.channel} if access.channel else None,
+            claims={
+                name: value
+                for name, value in (("channel", access.channel), ("tz", access.zone))
+                if value
+            }
+            or None,
         )
 
 

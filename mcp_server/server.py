@@ -28,12 +28,15 @@ from backend.db import Database, is_database_unavailable
 from backend.errors import AppError
 from backend.events import consumers
 from backend.events.outbox import Channel
+from backend.models import Task
+from backend.reminders import notifications
 from backend.tasks import service
 from backend.tasks.schemas import (
     MAX_DESCRIPTION,
     MAX_OFFSET,
     MAX_PAGE,
     MAX_RECURRENCE,
+    MAX_REMIND_BEFORE_MINUTES,
     MAX_SEARCH,
     MAX_TAG,
     MAX_TAGS,
@@ -46,6 +49,8 @@ from backend.tasks.schemas import (
 from mcp_server.auth import McpTokenVerifier, WriteScopeGate
 from mcp_server.schemas import (
     HistoryEntryView,
+    NotificationList,
+    NotificationView,
     TaskChanged,
     TaskCreated,
     TaskHistory,
@@ -103,6 +108,23 @@ RemindArg = Annotated[
     AwareDatetime | None,
     Field(description="When to remind the user: ISO 8601 with a UTC offset."),
 ]
+RemindBeforeArg = Annotated[
+    int | None,
+    Field(
+        description="Remind this many minutes before due_at (60 = an hour before); the "
+        "reminder moves with the due time. Needs due_at. Use instead of remind_at.",
+        ge=0,
+        le=MAX_REMIND_BEFORE_MINUTES,
+    ),
+]
+TimeZoneArg = Annotated[
+    str | None,
+    Field(
+        description="The user's IANA time zone (from your instructions), e.g. Europe/Paris: "
+        "a repeating task keeps its local time in it across daylight-saving changes.",
+        max_length=64,
+    ),
+]
 RecurrenceArg = Annotated[
     str | None,
     Field(
@@ -151,6 +173,13 @@ def http_channel() -> Channel:
     return cast(Channel, channel) if channel in TURN_CHANNELS else "mcp"
 
 
+def http_zone() -> str | None:
+    """The user's zone a chat turn's token carries (None for other clients)."""
+    token = get_access_token()
+    zone = (token.claims or {}).get("tz") if token is not None else None
+    return zone if isinstance(zone, str) else None
+
+
 def stdio_channel() -> Channel:
     return "mcp"
 
@@ -159,6 +188,25 @@ def _require_scope(scope: str) -> None:
     token = get_access_token()
     if token is not None and scope not in token.scopes:
         raise ToolError(f"insufficient_scope: this tool needs the {scope} scope")
+
+
+async def _changed(
+    session: AsyncSession, user_id: str, task: Task, status: Literal["completed", "deleted"]
+) -> TaskChanged:
+    """The change, with the next occurrence it created when the task repeats."""
+    assert task.id is not None
+    successor = (
+        await service.next_occurrence(session, user_id, task.id)
+        if task.series_id is not None
+        else None
+    )
+    return TaskChanged(
+        task_id=task.id,
+        status=status,
+        title=task.title,
+        next_task_id=None if successor is None else successor.id,
+        next_due_at=None if successor is None else successor.due_at,
+    )
 
 
 class TaskTools:
@@ -201,12 +249,17 @@ class TaskTools:
         tags: TagsArg = None,
         due_at: DueArg = None,
         remind_at: RemindArg = None,
+        remind_before_minutes: RemindBeforeArg = None,
         recurrence: RecurrenceArg = None,
+        time_zone: TimeZoneArg = None,
     ) -> TaskCreated:
         """Create a task for the user and return it with its new id.
 
         Use for "add", "remind me to", "I need to". Put dates in due_at (not in the title);
-        keep the title short and in the user's words."""
+        keep the title short and in the user's words. "Remind me to X at 5pm" sets both
+        due_at and remind_at to 5pm; "remind me an hour before" is remind_before_minutes=60.
+        For repeating tasks ("every Monday at 9") set recurrence, the first due_at and
+        time_zone. A reminder fires once, as a notification and a note in the chat."""
         fields: dict[str, Any] = {
             "title": title,
             "description": description,
@@ -214,12 +267,16 @@ class TaskTools:
             "tags": tags,
             "due_at": due_at,
             "remind_at": remind_at,
+            "remind_before_minutes": remind_before_minutes,
             "recurrence": recurrence,
+            "time_zone": time_zone,
         }
 
         async def create(session: AsyncSession, user_id: str) -> TaskCreated:
             data = TaskCreate.model_validate({k: v for k, v in fields.items() if v is not None})
-            task = await service.create_task(session, user_id, data, channel=self.resolve_channel())
+            task = await service.create_task(
+                session, user_id, data, channel=self.resolve_channel(), zone=http_zone()
+            )
             view = TaskView.of(task)
             return TaskCreated(task_id=view.id, **view.model_dump())
 
@@ -252,8 +309,15 @@ class TaskTools:
         overdue: Annotated[
             bool, Field(description="Only unfinished tasks whose due time has passed.")
         ] = False,
+        has_reminder: Annotated[
+            bool,
+            Field(
+                description="Only unfinished tasks with a reminder still to come (for "
+                "'what reminders do I have?'; sort by remind_at)."
+            ),
+        ] = False,
         sort: Annotated[
-            Literal["created_at", "updated_at", "due_at", "priority", "title"],
+            Literal["created_at", "updated_at", "due_at", "remind_at", "priority", "title"],
             Field(description="Sort key."),
         ] = "created_at",
         order: Annotated[
@@ -279,6 +343,7 @@ class TaskTools:
             "due_before": due_before,
             "due_after": due_after,
             "overdue": overdue,
+            "has_reminder": has_reminder,
             "sort": sort,
             "order": order,
             "limit": limit,
@@ -301,13 +366,16 @@ class TaskTools:
         return await self._run("get_task", get)
 
     async def complete_task(self, task_id: TaskIdArg) -> TaskChanged:
-        """Mark a task as done. Completing a task that is already done changes nothing."""
+        """Mark a task as done. Completing a task that is already done changes nothing.
+
+        Completing a repeating task creates its next occurrence: next_task_id and
+        next_due_at say which (tell the user when it is next due)."""
 
         async def complete(session: AsyncSession, user_id: str) -> TaskChanged:
             task = await service.set_completion(
                 session, user_id, task_id, True, channel=self.resolve_channel()
             )
-            return TaskChanged(task_id=task_id, status="completed", title=task.title)
+            return await _changed(session, user_id, task, "completed")
 
         return await self._run("complete_task", complete)
 
@@ -350,22 +418,36 @@ class TaskTools:
         due_at: DueArg = None,
         clear_due_at: Annotated[bool, Field(description="True removes the due time.")] = False,
         remind_at: RemindArg = None,
+        remind_before_minutes: RemindBeforeArg = None,
+        clear_reminder: Annotated[
+            bool, Field(description="True removes the reminder (remind_at and the offset).")
+        ] = False,
         recurrence: RecurrenceArg = None,
+        time_zone: TimeZoneArg = None,
     ) -> TaskChanged:
-        """Change a task. Only the arguments you pass change; everything else stays as it is."""
+        """Change a task. Only the arguments you pass change; everything else stays as it is.
+
+        To snooze a reminder ("remind me again in 10 minutes") set remind_at to the new time:
+        a changed reminder fires again. recurrence='none' stops a task repeating (this
+        occurrence stays)."""
         changes: dict[str, Any] = {
             "title": title,
             "priority": priority,
             "tags": tags,
             "due_at": due_at,
             "remind_at": remind_at,
+            "remind_before_minutes": remind_before_minutes,
             "recurrence": recurrence,
+            "time_zone": time_zone,
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         if description is not None:
             changes["description"] = description or None
         if clear_due_at:
             changes["due_at"] = None
+        if clear_reminder:
+            changes["remind_at"] = None
+            changes["remind_before_minutes"] = None
 
         async def update(session: AsyncSession, user_id: str) -> TaskChanged:
             if not changes:
@@ -381,14 +463,25 @@ class TaskTools:
 
         return await self._run("update_task", update)
 
-    async def delete_task(self, task_id: TaskIdArg) -> TaskChanged:
+    async def delete_task(
+        self,
+        task_id: TaskIdArg,
+        scope: Annotated[
+            Literal["occurrence", "series"],
+            Field(
+                description="Only for a repeating task: 'occurrence' deletes this one and the "
+                "series goes on with the next; 'series' deletes it and every other unfinished "
+                "occurrence. Ask the user which one they mean."
+            ),
+        ] = "occurrence",
+    ) -> TaskChanged:
         """Delete a task. It can be brought back with restore_task."""
 
         async def delete(session: AsyncSession, user_id: str) -> TaskChanged:
             task = await service.delete_task(
-                session, user_id, task_id, channel=self.resolve_channel()
+                session, user_id, task_id, channel=self.resolve_channel(), scope=scope
             )
-            return TaskChanged(task_id=task_id, status="deleted", title=task.title)
+            return await _changed(session, user_id, task, "deleted")
 
         return await self._run("delete_task", delete)
 
@@ -432,6 +525,56 @@ class TaskTools:
             return TaskHistory(task_id=task_id, title=page.task.title, entries=entries)
 
         return await self._run("task_history", history)
+
+    async def skip_occurrence(self, task_id: TaskIdArg) -> TaskChanged:
+        """Skip this occurrence of a repeating task ("skip this week's X"): it is put away
+        and the next occurrence is created (next_task_id, next_due_at). The series goes on;
+        to end it, use update_task with recurrence='none'."""
+
+        async def skip(session: AsyncSession, user_id: str) -> TaskChanged:
+            result = await service.skip_occurrence(
+                session, user_id, task_id, channel=self.resolve_channel()
+            )
+            return TaskChanged(
+                task_id=task_id,
+                status="skipped",
+                title=result.skipped.title,
+                next_task_id=None if result.next is None else result.next.id,
+                next_due_at=None if result.next is None else result.next.due_at,
+            )
+
+        return await self._run("skip_occurrence", skip)
+
+    async def list_notifications(
+        self,
+        unread_only: Annotated[bool, Field(description="Only the ones not read yet.")] = False,
+        limit: Annotated[int, Field(description="How many, 1-50.", ge=1, le=50)] = 10,
+    ) -> NotificationList:
+        """The reminders that have fired for the user, unread first, newest first.
+
+        For "did I miss any reminders?". To see reminders still to come, use list_tasks
+        with has_reminder=true instead."""
+
+        async def run_list(session: AsyncSession, user_id: str) -> NotificationList:
+            page, _total, unread = await notifications.list_notifications(
+                session, user_id, unread_only=unread_only, limit=limit, offset=0
+            )
+            views = [
+                NotificationView(
+                    id=row.id or 0,
+                    task_id=row.task_id,
+                    title=row.title,
+                    due_at=row.due_at,
+                    remind_at=row.remind_at,
+                    fired_at=row.fired_at,
+                    late=row.late,
+                    read=row.read_at is not None,
+                )
+                for row in page
+            ]
+            return NotificationList(notifications=views, unread=unread)
+
+        return await self._run("list_notifications", run_list)
 
     def as_tools(self) -> list[Tool]:
         """One tool per row of the table: the method of the same name, the row's hints."""

@@ -252,11 +252,15 @@ class AgentRuntime:
 
     @asynccontextmanager
     async def tools_for(
-        self, user_id: str, budget: ToolBudget | None = None, channel: str = "chat"
+        self,
+        user_id: str,
+        budget: ToolBudget | None = None,
+        channel: str = "chat",
+        zone: str | None = None,
     ) -> AsyncIterator[TaskToolsServer]:
         """An MCP connection for one request, carrying an access token minted for this user
         (and naming the chat front end, so the task events say where changes came from)."""
-        token = mint_mcp_token(self.token_config, user_id, channel=channel)
+        token = mint_mcp_token(self.token_config, user_id, channel=channel, zone=zone)
         timeout = self.settings.mcp_timeout_seconds
         server = TaskToolsServer(
             budget or ToolBudget.from_settings(self.settings),

@@ -74,6 +74,10 @@ TOOLS: Mapping[str, ToolSpec] = MappingProxyType(
             _writes("delete_task", "Deleting task {task_id}…", destructive=True),
             _writes("restore_task", "Restoring task {task_id}…"),
             _reads("task_history", "Looking up task {task_id}'s history…"),
+            _writes(
+                "skip_occurrence", "Skipping this occurrence of task {task_id}…", idempotent=False
+            ),
+            _reads("list_notifications", "Checking your reminders…"),
         )
     }
 )

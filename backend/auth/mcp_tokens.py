@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import jwt
 
 from backend.config import Settings, read_or_create_secret
+from backend.tasks.schemas import zone_names
 
 READ_SCOPE = "tasks:read"
 WRITE_SCOPE = "tasks:write"
@@ -44,6 +45,8 @@ class McpAccess:
     client_id: str
     # The chat front end of the turn that minted the token; None for other MCP clients.
     channel: str | None = None
+    # The user's IANA zone in that turn: a task added without one keeps its repeats in it.
+    zone: str | None = None
 
 
 def mcp_token_config(settings: Settings) -> McpTokenConfig:
@@ -68,6 +71,7 @@ def mint_mcp_token(
     ttl_seconds: int | None = None,
     client_id: str = "todo-assistant-api",
     channel: str | None = None,
+    zone: str | None = None,
 ) -> str:
     ttl = min(ttl_seconds or config.ttl_seconds, MAX_TTL_SECONDS)
     # Wall-clock time, not the domain clock: PyJWT checks exp/iat against the system clock.
@@ -86,6 +90,8 @@ def mint_mcp_token(
         if channel not in TURN_CHANNELS:
             raise ValueError(f"not a chat channel: {channel!r}")
         claims["channel"] = channel
+    if zone is not None:
+        claims["tz"] = zone
     return jwt.encode(claims, config.secret, algorithm="HS256")
 
 
@@ -110,11 +116,12 @@ def verify_mcp_token(config: McpTokenConfig, token: str) -> McpAccess:
     subject, scope = claims["sub"], claims.get("scope", "")
     if not isinstance(subject, str) or not subject or not isinstance(scope, str):
         raise InvalidMcpToken("bad subject or scope")
-    client_id, channel = claims.get("client_id"), claims.get("channel")
+    client_id, channel, zone = claims.get("client_id"), claims.get("channel"), claims.get("tz")
     return McpAccess(
         user_id=subject,
         scopes=tuple(scope.split()),
         expires_at=expires_at,
         client_id=client_id if isinstance(client_id, str) else "unknown",
         channel=channel if channel in TURN_CHANNELS else None,
+        zone=zone if isinstance(zone, str) and zone in zone_names() else None,
     )

@@ -7,9 +7,8 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from functools import cache
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from sse_starlette import EventSourceResponse
@@ -36,6 +35,7 @@ from backend.chat.schemas import (
 from backend.chat.turns import Turn, TurnRunner
 from backend.deps import PathUser, ReadSession, WriteSession
 from backend.errors import AppError, ErrorBody, InvalidInput
+from backend.tasks.schemas import zone_enum, zone_names
 from backend.web import ERROR_RESPONSES, request_id_var
 
 logger = logging.getLogger(__name__)
@@ -77,12 +77,6 @@ class NotAcceptable(AppError):
     code = "not_acceptable"
 
 
-@cache
-def zone_names() -> frozenset[str]:
-    # "localtime" is this server's own setting, not a zone a client can mean.
-    return frozenset(available_timezones() - {"localtime"})
-
-
 def user_zone(x_timezone: str | None) -> ZoneInfo:
     """The zone an X-Timezone header names; absent means UTC.
 
@@ -102,16 +96,12 @@ def user_zone(x_timezone: str | None) -> ZoneInfo:
     )
 
 
-def _zone_enum(schema: dict[str, Any]) -> None:
-    schema["enum"] = sorted(zone_names())
-
-
 def _header_zone(
     x_timezone: Annotated[
         str,
         Header(
             description="How to read times such as 'tomorrow at 5pm': an IANA zone name.",
-            json_schema_extra=_zone_enum,
+            json_schema_extra=zone_enum,
         ),
     ] = "UTC",
 ) -> ZoneInfo:

@@ -350,7 +350,7 @@ class TurnRunner:
         recorder: TurnRecorder,
         budget: ToolBudget,
     ) -> str:
-        async with self.runtime.tools_for(user_id, budget, start.channel) as tools:
+        async with self.runtime.tools_for(user_id, budget, start.channel, zone.key) as tools:
             agent = self.runtime.agent(tools, utc_now(), zone)
             result = Runner.run_streamed(
                 agent,

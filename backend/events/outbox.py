@@ -19,11 +19,13 @@ from backend.clock import utc_now
 from backend.models import OutboxEvent, Task
 from backend.tasks.schemas import TaskPublic
 
-# Who changed the task: the REST API, an MCP client of its own, or the assistant in a chat
-# turn (our chat endpoint, ChatKit, the terminal chat).
-Channel = Literal["rest", "mcp", "chat", "chatkit", "cli"]
+# Who changed the task: the REST API, an MCP client of its own, the assistant in a chat
+# turn (our chat endpoint, ChatKit, the terminal chat), or the reminder scheduler.
+Channel = Literal["rest", "mcp", "chat", "chatkit", "cli", "scheduler"]
 CHANNELS: frozenset[str] = frozenset(get_args(Channel))
-TaskAction = Literal["created", "updated", "completed", "reopened", "deleted", "restored"]
+TaskAction = Literal[
+    "created", "updated", "completed", "reopened", "deleted", "restored", "skipped", "reminder.due"
+]
 TASK_ACTIONS: tuple[str, ...] = get_args(TaskAction)
 EVENT_TYPE_PREFIX = "com.todo-assistant.task."
 SPEC_VERSION = "1.0"

@@ -14,7 +14,7 @@ from backend.tasks.schemas import MAX_TASK_ID, MAX_TITLE
 # Our ids are UUIDs; anything that fits the inbox key and a log line is accepted, no more.
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_HISTORY_PAGE = 100
-TYPE_PATTERN = "^" + re.escape(EVENT_TYPE_PREFIX) + "[a-z]+$"
+TYPE_PATTERN = "^" + re.escape(EVENT_TYPE_PREFIX) + "[a-z]+(\\.[a-z]+)?$"
 # Text columns refuse NUL on PostgreSQL: such an event is poison, not a failed transaction.
 NO_NUL = r"^[^\x00]*$"
 
@@ -61,11 +61,12 @@ assert SPEC_VERSION == "1.0", "TaskEvent.specversion follows the envelope's vers
 class HistoryEntry(BaseModel):
     version: int = Field(description="The task's version after this change (1 = created).")
     action: str = Field(
-        description="created, updated, completed, reopened, deleted or restored.",
+        description="created, updated, completed, reopened, deleted, restored, skipped (an "
+        "occurrence of a repeating task passed over) or reminder.due (its reminder fired).",
         examples=["completed"],
     )
     channel: str = Field(
-        description="Where the change came from: rest, mcp, chat, chatkit or cli.",
+        description="Where the change came from: rest, mcp, chat, chatkit, cli or scheduler.",
         examples=["rest"],
     )
     at: datetime = Field(description="When the change happened (UTC).")

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
+from pydantic import BaseModel, Field
 
+from backend.clock import utc_now
 from backend.deps import PathUser, ReadSession, WriteSession
-from backend.errors import ErrorBody
+from backend.errors import ErrorBody, InvalidInput
 from backend.tasks import service
 from backend.tasks.schemas import (
     CompletionChange,
+    Snooze,
     TaskCreate,
     TaskPage,
     TaskPublic,
     TaskQuery,
     TaskReplace,
     TaskUpdate,
+    zone_enum,
+    zone_names,
 )
 from backend.web import ERROR_RESPONSES
 
@@ -31,6 +37,30 @@ router = APIRouter(
 )
 
 TaskId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The task's id.")]
+ZoneHeader = Annotated[
+    str | None,
+    Header(
+        description="The user's IANA zone, used when the body names no time_zone: a repeating "
+        "task keeps its local time in it across DST.",
+        json_schema_extra=zone_enum,
+    ),
+]
+
+
+class SkipOutcome(BaseModel):
+    skipped: TaskPublic = Field(description="The occurrence passed over (deleted, restorable).")
+    next: TaskPublic | None = Field(description="The next occurrence; null when the series ended.")
+
+
+def _zone(x_timezone: str | None) -> str | None:
+    if x_timezone is None:
+        return None
+    if x_timezone not in zone_names():
+        raise InvalidInput(
+            f"X-Timezone must be an IANA zone name such as Europe/Paris, not {x_timezone!r}",
+            code="invalid_timezone",
+        )
+    return x_timezone
 
 
 @router.get("", response_model=TaskPage)
@@ -49,10 +79,15 @@ async def list_tasks(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskPublic)
 async def create_task(
-    user_id: PathUser, session: WriteSession, data: TaskCreate, request: Request, response: Response
+    user_id: PathUser,
+    session: WriteSession,
+    data: TaskCreate,
+    request: Request,
+    response: Response,
+    x_timezone: ZoneHeader = None,
 ) -> TaskPublic:
     """Create a task."""
-    task = await service.create_task(session, user_id, data, channel="rest")
+    task = await service.create_task(session, user_id, data, channel="rest", zone=_zone(x_timezone))
     # url_for inserts values verbatim; a header holds only ASCII-safe text.
     response.headers["Location"] = request.url_for(
         "get_task", user_id=quote(user_id, safe=""), task_id=task.id
@@ -87,9 +122,49 @@ async def update_task(
 
 
 @router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_task(user_id: PathUser, session: WriteSession, task_id: TaskId) -> None:
+async def delete_task(
+    user_id: PathUser,
+    session: WriteSession,
+    task_id: TaskId,
+    scope: Annotated[
+        Literal["occurrence", "series"],
+        Query(
+            description="For a repeating task: `occurrence` deletes this one and the series "
+            "goes on with the next; `series` deletes every unfinished occurrence."
+        ),
+    ] = "occurrence",
+) -> None:
     """Delete a task (soft: it can be restored)."""
-    await service.delete_task(session, user_id, task_id, channel="rest")
+    await service.delete_task(session, user_id, task_id, channel="rest", scope=scope)
+
+
+@router.post(
+    "/{task_id}/skip",
+    response_model=SkipOutcome,
+    responses={409: {"model": ErrorBody, "description": "not_repeating or task_completed"}},
+)
+async def skip_occurrence(user_id: PathUser, session: WriteSession, task_id: TaskId) -> SkipOutcome:
+    """Skip this occurrence of a repeating task: the next one is created now."""
+    result = await service.skip_occurrence(session, user_id, task_id, channel="rest")
+    return SkipOutcome(
+        skipped=TaskPublic.model_validate(result.skipped),
+        next=None if result.next is None else TaskPublic.model_validate(result.next),
+    )
+
+
+@router.post(
+    "/{task_id}/snooze",
+    response_model=TaskPublic,
+    responses={409: {"model": ErrorBody, "description": "task_completed"}},
+)
+async def snooze_reminder(
+    user_id: PathUser, session: WriteSession, task_id: TaskId, snooze: Snooze
+) -> TaskPublic:
+    """Remind again in `minutes`, or at `until`."""
+    until = snooze.until or utc_now() + timedelta(minutes=snooze.minutes or 0)
+    return TaskPublic.model_validate(
+        await service.snooze_reminder(session, user_id, task_id, until, channel="rest")
+    )
 
 
 @router.patch("/{task_id}/complete", response_model=TaskPublic)

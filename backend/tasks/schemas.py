@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import warnings
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 from dateutil.rrule import rrulestr
 from pydantic import (
@@ -32,6 +34,8 @@ MAX_SEARCH = 200
 MAX_PAGE = 100
 MAX_OFFSET = 1_000_000
 MAX_TASK_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+MAX_REMIND_BEFORE_MINUTES = 28 * 24 * 60  # four weeks
+MAX_SNOOZE_MINUTES = 28 * 24 * 60
 SIMPLE_RECURRENCES = ("daily", "weekly", "monthly")
 
 
@@ -61,7 +65,7 @@ _MONTH_DAY = "((0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])(29|30)|(0[
 _UNTIL_DATE = f"(19|20)[0-9]{{2}}{_MONTH_DAY}"
 _RRULE_PARTS = {
     "INTERVAL": "[1-9][0-9]{0,5}",
-    "COUNT": "[1-9][0-9]{0,5}",
+    "COUNT": "[1-9][0-9]{0,3}",  # up to 9999: the rule is counted from its start
     # Naive dates only: the rule is checked against a naive start (a `Z` one is refused).
     "UNTIL": f"{_UNTIL_DATE}({_any_case('T')}([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9])?",
     "WKST": _any_case("MO", "TU", "WE", "TH", "FR", "SA", "SU"),
@@ -246,6 +250,36 @@ Recurrence = (
 )
 
 
+@cache
+def zone_names() -> frozenset[str]:
+    """The IANA zone names a client may send ("localtime" is this server's own setting)."""
+    return frozenset(available_timezones() - {"localtime"})
+
+
+def _known_zone(value: str) -> str:
+    if value not in zone_names():
+        raise ValueError("must be an IANA time zone name such as Europe/Paris")
+    return value
+
+
+def zone_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted(zone_names())
+
+
+TimeZoneName = Annotated[
+    str, AfterValidator(_known_zone), Field(json_schema_extra=zone_enum, max_length=64)
+]
+"""An IANA zone name: where a repeating task keeps its wall-clock time across DST."""
+RemindBefore = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_REMIND_BEFORE_MINUTES,
+        description="Remind this many minutes before the due time; the reminder moves with it.",
+    ),
+]
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -258,8 +292,16 @@ class TaskCreate(_Input):
     priority: Priority = Priority.medium
     tags: Tags = Field(default_factory=list)
     due_at: UtcDatetime | None = None
-    remind_at: UtcDatetime | None = None
+    remind_at: UtcDatetime | None = Field(
+        default=None, description="When to remind (absolute); or use remind_before_minutes."
+    )
+    remind_before_minutes: RemindBefore | None = None
     recurrence: Recurrence = None
+    time_zone: TimeZoneName | None = Field(
+        default=None,
+        description="The user's IANA zone: a repeat keeps its local time in it across DST. "
+        "Default: the X-Timezone header, else UTC.",
+    )
 
 
 class TaskReplace(TaskCreate):
@@ -287,12 +329,14 @@ class TaskUpdate(_Input):
     tags: Tags | None = None
     due_at: UtcDatetime | None = None
     remind_at: UtcDatetime | None = None
+    remind_before_minutes: RemindBefore | None = None
     recurrence: Recurrence = None
+    time_zone: TimeZoneName | SkipJsonSchema[None] = _not_null()
     completed: bool | SkipJsonSchema[None] = _not_null()
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> TaskUpdate:
-        for name in ("title", "priority", "completed"):
+        for name in ("title", "priority", "completed", "time_zone"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -302,7 +346,20 @@ class CompletionChange(_Input):
     completed: bool
 
 
-SortField = Literal["created_at", "updated_at", "due_at", "priority", "title"]
+class Snooze(_Input):
+    """Re-arm a task's reminder: in so many minutes, or at a time."""
+
+    minutes: int | None = Field(default=None, ge=1, le=MAX_SNOOZE_MINUTES)
+    until: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Snooze:
+        if (self.minutes is None) == (self.until is None):
+            raise ValueError("send exactly one of minutes or until")
+        return self
+
+
+SortField = Literal["created_at", "updated_at", "due_at", "remind_at", "priority", "title"]
 
 
 class TaskQuery(_Input):
@@ -319,6 +376,9 @@ class TaskQuery(_Input):
     due_before: UtcDatetime | None = None
     due_after: UtcDatetime | None = None
     overdue: bool = False
+    has_reminder: bool = Field(
+        default=False, description="Only unfinished tasks with a reminder still to come."
+    )
     sort: SortField = "created_at"
     order: Literal["asc", "desc"] | None = Field(
         default=None, description="Default: desc for created_at/updated_at, asc otherwise."
@@ -340,7 +400,12 @@ class TaskPublic(BaseModel):
     tags: list[str]
     due_at: datetime | None
     remind_at: datetime | None
+    remind_before_minutes: int | None
+    reminded_at: datetime | None
     recurrence: str | None
+    time_zone: str | None
+    series_id: str | None
+    occurrence: int
     created_at: datetime
     updated_at: datetime
 

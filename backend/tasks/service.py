@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, event, exists, false, func, or_, select, true
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlmodel import col
 
 from backend.clock import utc_now
-from backend.errors import NotFound
+from backend.errors import Conflict, InvalidInput, NotFound
 from backend.events.outbox import Channel, TaskAction, changes_between, record_task_event, snapshot
 from backend.models import Task, TaskTag
+from backend.reminders.recurrence import next_due
 from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate
+
+DEFAULT_ZONE = "UTC"
+DeleteScope = Literal["occurrence", "series"]
 
 PRIORITY_RANK = case(
     {"low": 0, "medium": 1, "high": 2, "urgent": 3}, value=col(Task.priority), else_=1
@@ -30,10 +38,50 @@ class TaskNotFound(NotFound):
         self.task_id = task_id
 
 
+class NotRepeating(Conflict):
+    code = "not_repeating"
+
+
+class TaskAlreadyCompleted(Conflict):
+    code = "task_completed"
+
+
 @dataclass(frozen=True)
 class TaskListResult:
     items: Sequence[Task]
     total: int
+
+
+@dataclass(frozen=True)
+class SkipResult:
+    skipped: Task
+    next: Task | None  # None: the series has ended (COUNT/UNTIL)
+
+
+# Called after a commit that armed a reminder in this process (the scheduler's wake-up).
+_reminder_listeners: set[Callable[[], None]] = set()
+_ARMED_KEY = "reminder_armed"
+
+
+def add_reminder_listener(listener: Callable[[], None]) -> None:
+    _reminder_listeners.add(listener)
+
+
+def remove_reminder_listener(listener: Callable[[], None]) -> None:
+    _reminder_listeners.discard(listener)
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_schedulers(session: Session) -> None:
+    # Inside the commit: listeners only schedule work.
+    if session.info.pop(_ARMED_KEY, False):
+        for listener in list(_reminder_listeners):
+            listener()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_armed(session: Session) -> None:
+    session.info.pop(_ARMED_KEY, None)
 
 
 def _owned(user_id: str, *, include_deleted: bool = False) -> Select[Task]:
@@ -66,6 +114,133 @@ def _set_tags(task: Task, tags: list[str]) -> None:
     task.tag_links = [TaskTag(tag=tag, position=index) for index, tag in enumerate(tags)]
 
 
+def _arm(session: AsyncSession, task: Task) -> None:
+    """Note that a reminder may have to fire earlier than the scheduler thinks."""
+    if task.remind_at is not None and task.reminded_at is None:
+        session.sync_session.info[_ARMED_KEY] = True
+
+
+def _settle_reminder(
+    session: AsyncSession, task: Task, sent: dict[str, Any], previous_remind_at: datetime | None
+) -> None:
+    """The reminder rules: an offset follows the due time, an absolute time replaces the
+    offset, and a reminder whose time changed fires again (re-armed)."""
+    if "remind_at" in sent and "remind_before_minutes" in sent:
+        if sent["remind_at"] is not None and sent["remind_before_minutes"] is not None:
+            raise InvalidInput(
+                "Send remind_at or remind_before_minutes, not both",
+                code="conflicting_reminder",
+            )
+    if "remind_before_minutes" in sent:
+        task.remind_before_minutes = sent["remind_before_minutes"]
+        if sent["remind_before_minutes"] is None and "remind_at" not in sent:
+            task.remind_at = None
+    if "remind_at" in sent:
+        task.remind_at = sent["remind_at"]
+        if sent["remind_at"] is not None or "remind_before_minutes" not in sent:
+            task.remind_before_minutes = None
+    if task.remind_before_minutes is not None:
+        if task.due_at is None:
+            if "remind_before_minutes" in sent:
+                raise InvalidInput(
+                    "A reminder before the due time needs a due time (due_at)",
+                    code="reminder_needs_due",
+                )
+            task.remind_at = None
+        elif "remind_before_minutes" in sent or "due_at" in sent:
+            task.remind_at = task.due_at - timedelta(minutes=task.remind_before_minutes)
+    if task.remind_at != previous_remind_at:
+        task.reminded_at = None
+        _arm(session, task)
+
+
+def _start_series(task: Task, now: datetime) -> None:
+    """Anchor a repeat: its rule runs from the due time (or now, without one) in its zone."""
+    if task.series_id is None:
+        task.series_id = uuid.uuid4().hex
+    task.series_start_at = task.due_at or now
+    if task.time_zone is None:
+        task.time_zone = DEFAULT_ZONE
+
+
+def _reminder_offset(task: Task) -> timedelta | None:
+    """How long before its due time the task reminds; kept by the next occurrence."""
+    if task.remind_before_minutes is not None:
+        return timedelta(minutes=task.remind_before_minutes)
+    if task.remind_at is not None and task.due_at is not None:
+        return task.due_at - task.remind_at
+    return None
+
+
+async def _spawn_next(session: AsyncSession, task: Task, channel: Channel) -> Task | None:
+    """Create the next occurrence of a repeating task, once: the (series, occurrence) key
+    refuses a second one, so a reopened and re-completed occurrence spawns nothing."""
+    if task.recurrence is None or task.id is None:
+        return None
+    now = utc_now()
+    if task.series_id is None:  # repeating since before series existed
+        _start_series(task, now)
+    anchor = task.series_start_at or task.due_at or task.created_at
+    due = next_due(
+        task.recurrence,
+        anchor=anchor,
+        zone=task.time_zone or DEFAULT_ZONE,
+        current_due=task.due_at,
+        now=now,
+    )
+    if due is None:
+        return None
+    if await _next_occurrence(session, task) is not None:
+        return None
+    offset = _reminder_offset(task)
+    successor = Task(
+        user_id=task.user_id,
+        title=task.title,
+        description=task.description,
+        priority=task.priority,
+        due_at=due,
+        remind_at=None if offset is None else due - offset,
+        remind_before_minutes=task.remind_before_minutes,
+        recurrence=task.recurrence,
+        time_zone=task.time_zone,
+        series_id=task.series_id,
+        occurrence=task.occurrence + 1,
+        series_start_at=task.series_start_at,
+        created_at=now,
+        updated_at=now,
+    )
+    _set_tags(successor, task.tags)
+    try:
+        async with session.begin_nested():
+            session.add(successor)
+            await session.flush()
+    except IntegrityError:
+        # Another transaction spawned it first (the unique link held).
+        if successor in session:
+            session.expunge(successor)
+        return None
+    _arm(session, successor)
+    await record_task_event(session, successor, "created", changes={}, channel=channel)
+    return successor
+
+
+async def _next_occurrence(session: AsyncSession, task: Task) -> Task | None:
+    if task.series_id is None:
+        return None
+    statement = select(Task).where(
+        col(Task.user_id) == task.user_id,
+        col(Task.series_id) == task.series_id,
+        col(Task.occurrence) == task.occurrence + 1,
+    )
+    return (await session.scalars(statement)).first()
+
+
+async def next_occurrence(session: AsyncSession, user_id: str, task_id: int) -> Task | None:
+    """The occurrence that followed this one in its series (deleted or not), if any."""
+    task = await _load(session, user_id, task_id, include_deleted=True)
+    return await _next_occurrence(session, task)
+
+
 def _apply_completion(task: Task, completed: bool) -> None:
     if completed and not task.completed:
         task.completed_at = utc_now()
@@ -91,17 +266,25 @@ async def _record_change(
     if action is None:
         only_completion = set(changes) <= {"completed", "completed_at"}
         action = ("completed" if task.completed else "reopened") if only_completion else "updated"
-    if action != "deleted":
+    if action not in ("deleted", "skipped"):
         task.updated_at = utc_now()
     task.version += 1
     await session.flush()
     await record_task_event(session, task, action, changes=changes, channel=channel)
+    if task.completed and not before.get("completed") and task.deleted_at is None:
+        await _spawn_next(session, task, channel)
     return task
 
 
 async def create_task(
-    session: AsyncSession, user_id: str, data: TaskCreate, *, channel: Channel
+    session: AsyncSession,
+    user_id: str,
+    data: TaskCreate,
+    *,
+    channel: Channel,
+    zone: str | None = None,
 ) -> Task:
+    """A new task; `zone` (the caller's IANA zone) applies when the data names none."""
     now = utc_now()
     task = Task(
         user_id=user_id,
@@ -109,16 +292,22 @@ async def create_task(
         description=data.description,
         priority=data.priority.value,
         due_at=data.due_at,
-        remind_at=data.remind_at,
         recurrence=data.recurrence,
+        time_zone=data.time_zone or zone,
         created_at=now,
         updated_at=now,
     )
+    _settle_reminder(session, task, data.model_dump(include=_REMINDER_FIELDS), None)
+    if task.recurrence is not None:
+        _start_series(task, now)
     _set_tags(task, data.tags)
     session.add(task)
     await session.flush()
     await record_task_event(session, task, "created", changes={}, channel=channel)
     return task
+
+
+_REMINDER_FIELDS = {"remind_at", "remind_before_minutes"}
 
 
 async def get_task(
@@ -154,6 +343,14 @@ def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
         conditions.append(col(Task.due_at) >= query.due_after)
     if query.overdue:
         conditions.append(and_(col(Task.due_at) < now, col(Task.completed).is_(false())))
+    if query.has_reminder:
+        conditions.append(
+            and_(
+                col(Task.remind_at).is_not(None),
+                col(Task.reminded_at).is_(None),
+                col(Task.completed).is_(false()),
+            )
+        )
     return conditions
 
 
@@ -166,8 +363,8 @@ def _ordering(query: TaskQuery) -> list[Any]:
     order = query.order or ("desc" if query.sort in ("created_at", "updated_at") else "asc")
     primary = column.desc() if order == "desc" else column.asc()
     tie_break = col(Task.id).desc() if order == "desc" else col(Task.id).asc()
-    if query.sort == "due_at":  # undated tasks last in either direction
-        return [col(Task.due_at).is_(None), primary, tie_break]
+    if query.sort in ("due_at", "remind_at"):  # undated tasks last in either direction
+        return [column.is_(None), primary, tie_break]
     return [primary, tie_break]
 
 
@@ -186,20 +383,36 @@ async def update_task(
     task = await _load(session, user_id, task_id, for_change=True)
     before = snapshot(task)
     fields = changes.model_dump(exclude_unset=True)
+    reminder = {name: fields.pop(name) for name in _REMINDER_FIELDS & fields.keys()}
     if "tags" in fields:
         _set_tags(task, fields.pop("tags") or [])
-    if "completed" in fields:
-        _apply_completion(task, fields.pop("completed"))
+    completed = fields.pop("completed", None)
+    old_recurrence, old_due = task.recurrence, task.due_at
     for name, value in fields.items():
         setattr(task, name, value)
+    _settle_reminder(session, task, {**reminder, **_due_sent(fields)}, task.remind_at)
+    if task.recurrence is not None and (
+        task.recurrence != old_recurrence
+        # The first occurrence is still where the series starts.
+        or (task.due_at != old_due and task.occurrence == 1)
+    ):
+        _start_series(task, utc_now())
+    if completed is not None:
+        _apply_completion(task, completed)
     return await _record_change(session, task, before, channel)
+
+
+def _due_sent(fields: dict[str, Any]) -> dict[str, Any]:
+    return {"due_at": fields["due_at"]} if "due_at" in fields else {}
 
 
 async def replace_task(
     session: AsyncSession, user_id: str, task_id: int, data: TaskReplace, *, channel: Channel
 ) -> Task:
     """Set every editable field; omitted ones return to their defaults."""
-    changes = TaskUpdate.model_validate(data.model_dump())
+    # A zone is kept, not reset: the task's repeats and reminder texts stay in it.
+    fields = data.model_dump(exclude={"time_zone"} if data.time_zone is None else set())
+    changes = TaskUpdate.model_validate(fields)
     return await update_task(session, user_id, task_id, changes, channel=channel)
 
 
@@ -219,13 +432,86 @@ async def set_completion(
 
 
 async def delete_task(
-    session: AsyncSession, user_id: str, task_id: int, *, channel: Channel
+    session: AsyncSession,
+    user_id: str,
+    task_id: int,
+    *,
+    channel: Channel,
+    scope: DeleteScope = "occurrence",
 ) -> Task:
-    """Soft delete: the task disappears from every read until restored."""
+    """Soft delete: the task disappears from every read until restored.
+
+    An unfinished occurrence of a repeating task is deleted as "this one": the series goes
+    on with its next occurrence. `scope="series"` deletes every live occurrence instead.
+    """
     task = await _load(session, user_id, task_id, for_change=True)
+    if scope == "series" and task.series_id is not None:
+        statement = (
+            _owned(user_id)
+            .where(col(Task.series_id) == task.series_id, col(Task.id) != task.id)
+            .order_by(col(Task.occurrence))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        for sibling in (await session.scalars(statement)).all():
+            await _soft_delete(session, sibling, channel, "deleted")
+        return await _soft_delete(session, task, channel, "deleted")
+    if task.recurrence is not None and not task.completed:
+        await _spawn_next(session, task, channel)
+    return await _soft_delete(session, task, channel, "deleted")
+
+
+async def _soft_delete(
+    session: AsyncSession, task: Task, channel: Channel, action: TaskAction
+) -> Task:
     before = snapshot(task)
     task.deleted_at = task.updated_at = utc_now()
-    return await _record_change(session, task, before, channel, "deleted")
+    return await _record_change(session, task, before, channel, action)
+
+
+async def skip_occurrence(
+    session: AsyncSession, user_id: str, task_id: int, *, channel: Channel
+) -> SkipResult:
+    """Pass over this occurrence of a repeating task: the next one is created and this one
+    is put away (restorable). The series ends instead when its rule has no next date."""
+    task = await _load(session, user_id, task_id, for_change=True)
+    if task.recurrence is None:
+        raise NotRepeating(f"Task {task_id} does not repeat: there is no occurrence to skip")
+    if task.completed:
+        raise TaskAlreadyCompleted(f"Task {task_id} is already done: nothing to skip")
+    # Reopened after completing, an occurrence already has its successor.
+    successor = await _spawn_next(session, task, channel) or await _next_occurrence(session, task)
+    skipped = await _soft_delete(session, task, channel, "skipped")
+    return SkipResult(skipped=skipped, next=successor)
+
+
+async def snooze_reminder(
+    session: AsyncSession, user_id: str, task_id: int, until: datetime, *, channel: Channel
+) -> Task:
+    """Re-arm the task's reminder for `until` (it fires again, even if it fired already)."""
+    task = await _load(session, user_id, task_id, for_change=True)
+    if task.completed:
+        raise TaskAlreadyCompleted(f"Task {task_id} is already done: no reminder to snooze")
+    before = snapshot(task)
+    task.remind_at, task.reminded_at = until, None
+    _arm(session, task)
+    return await _record_change(session, task, before, channel)
+
+
+async def stop_repeating(
+    session: AsyncSession, user_id: str, task_id: int, *, channel: Channel
+) -> Task:
+    """This occurrence stays; no further one is created."""
+    return await update_task(
+        session, user_id, task_id, TaskUpdate(recurrence=None), channel=channel
+    )
+
+
+async def mark_reminded(session: AsyncSession, task: Task, fired_at: datetime) -> Task:
+    """The scheduler's change: the reminder fired (the `reminder.due` event goes with it)."""
+    before = snapshot(task)
+    task.reminded_at = fired_at
+    return await _record_change(session, task, before, "scheduler", "reminder.due")
 
 
 async def restore_task(

@@ -52,8 +52,15 @@ def test_the_table_derives_scope_and_hints_from_whether_a_tool_changes_tasks() -
         "delete_task",
         "restore_task",
         "task_history",
+        "skip_occurrence",
+        "list_notifications",
     }
-    assert WRITE_TOOLS == set(TOOLS) - {"list_tasks", "get_task", "task_history"}
+    assert WRITE_TOOLS == set(TOOLS) - {
+        "list_tasks",
+        "get_task",
+        "task_history",
+        "list_notifications",
+    }
     assert DESTRUCTIVE_TOOLS == {"update_task", "delete_task"}
     for spec in TOOLS.values():
         notes = spec.annotations()

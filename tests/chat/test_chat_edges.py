@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from sqlalchemy import func, insert, select, text
 
 from backend.chat import service as chat_service
-from backend.chat.router import negotiate, zone_names
+from backend.chat.router import negotiate
 from backend.clock import utc_now
 from backend.db import Database
 from backend.errors import AppError
 from backend.models import Message
+from backend.tasks.schemas import zone_names
 from tests.chat.conftest import AppFactory, echo_model
 from tests.chat.test_streaming_and_concurrency import parse_sse
 from tests.conftest import auth

@@ -18,8 +18,9 @@ from sqlmodel import col
 
 from backend.clock import utc_now
 from backend.db import Database
-from backend.events.outbox import TASK_ACTIONS, event_type
+from backend.events.outbox import EVENT_TYPE_PREFIX, TASK_ACTIONS, event_type
 from backend.models import OutboxEvent, Task
+from backend.reminders import notifications
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskReplace, TaskUpdate
 
@@ -79,6 +80,11 @@ async def every_kind_of_change(database: Database) -> list[int]:
         lambda s, t: service.delete_task(s, "alice", t, channel="cli"),
         lambda s, t: service.restore_task(s, "alice", t, channel="rest"),
         lambda s, t: service.restore_task(s, "alice", t, channel="rest"),  # no-op
+        lambda s, t: service.set_completion(s, "alice", t, False, channel="rest"),
+        lambda s, t: service.snooze_reminder(s, "alice", t, utc_now(), channel="rest"),
+        lambda s, t: notifications.fire_due(s, batch_size=10),
+        edit(recurrence="daily"),
+        lambda s, t: service.skip_occurrence(s, "alice", t, channel="chat"),
     ]
     async with database.session_scope(write=True) as session:
         first = await service.create_task(
@@ -122,21 +128,37 @@ async def test_every_event_the_service_writes_matches_the_schema(database: Datab
     payloads = [row.payload for row in rows]
     actions = [p["type"].removeprefix("com.todo-assistant.task.") for p in payloads]
     assert set(actions) == set(TASK_ACTIONS)
-    # The three no-op changes emitted nothing: 2 creations + 9 real changes.
-    assert actions == [
-        "created",
-        "created",
-        "updated",
-        "updated",
-        "updated",
-        "completed",
-        "reopened",
-        "updated",
-        "updated",
-        "deleted",
-        "restored",
+    # The no-op changes emitted nothing; completing the weekly task created its next
+    # occurrence (once: completing it again after reopening did not), and skipping found
+    # that next occurrence already there.
+    assert [
+        (action, p["data"]["task"]["id"]) for action, p in zip(actions, payloads, strict=True)
+    ] == [
+        ("created", 1),
+        ("created", 2),
+        ("updated", 1),
+        ("updated", 1),
+        ("updated", 1),
+        ("completed", 1),
+        ("created", 3),
+        ("reopened", 1),
+        ("updated", 1),
+        ("updated", 1),
+        ("deleted", 1),
+        ("restored", 1),
+        ("updated", 1),
+        ("reminder.due", 1),
+        ("updated", 1),
+        ("skipped", 1),
     ]
-    assert {p["data"]["channel"] for p in payloads} == {"rest", "mcp", "chat", "chatkit", "cli"}
+    assert {p["data"]["channel"] for p in payloads} == {
+        "rest",
+        "mcp",
+        "chat",
+        "chatkit",
+        "cli",
+        "scheduler",
+    }
 
 
 async def test_what_the_schema_cannot_say_holds_too(database: Database) -> None:
@@ -151,7 +173,8 @@ async def test_what_the_schema_cannot_say_holds_too(database: Database) -> None:
     for row in rows:
         payload = row.payload
         assert payload["id"] == row.event_id
-        assert payload["type"] == row.type == event_type(payload["type"].rsplit(".", 1)[1])
+        action = payload["type"].removeprefix(EVENT_TYPE_PREFIX)
+        assert payload["type"] == row.type == event_type(action)
         assert payload["subject"] == payload["partitionkey"] == str(payload["data"]["task"]["id"])
         assert payload["data"]["user_id"] == payload["data"]["task"]["user_id"] == row.user_id
         assert payload["data"]["channel"] == row.channel

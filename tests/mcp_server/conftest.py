@@ -46,6 +46,8 @@ TOOL_NAMES = frozenset(
         "delete_task",
         "restore_task",
         "task_history",
+        "skip_occurrence",
+        "list_notifications",
     }
 )
 ID_TOOLS = (
@@ -56,6 +58,7 @@ ID_TOOLS = (
     "delete_task",
     "restore_task",
     "task_history",
+    "skip_occurrence",
 )
 WRITE_TOOLS = (
     "add_task",

@@ -90,11 +90,19 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "due_before": TIMES,
     "due_after": TIMES,
     "overdue": st.booleans(),
-    "sort": st.sampled_from(["created_at", "updated_at", "due_at", "priority", "title"]),
+    "sort": st.sampled_from(
+        ["created_at", "updated_at", "due_at", "remind_at", "priority", "title"]
+    ),
     "order": st.sampled_from(["asc", "desc"]),
     "limit": _often(st.integers(min_value=1, max_value=100), INTS),
     "offset": _often(st.integers(min_value=0, max_value=50), INTS),
     "clear_due_at": st.booleans(),
+    "remind_before_minutes": _often(st.integers(min_value=0, max_value=40320), INTS),
+    "clear_reminder": st.booleans(),
+    "time_zone": _often(st.sampled_from(["Europe/Paris", "UTC", "Mars/Olympus"]), TEXT),
+    "has_reminder": st.booleans(),
+    "scope": st.sampled_from(["occurrence", "series"]),
+    "unread_only": st.booleans(),
 }
 # Each tool's own parameters, read from the tool functions so the fuzzer follows the schema.
 PARAMETERS = {

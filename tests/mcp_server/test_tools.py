@@ -84,6 +84,8 @@ async def test_tool_annotations_tell_clients_which_tools_only_read_and_which_des
         "delete_task": (False, True, True),
         "restore_task": (False, False, True),
         "task_history": (True, False, True),
+        "skip_occurrence": (False, False, False),
+        "list_notifications": (True, False, True),
     }
     async with connect("alice") as alice:
         tools = (await alice.session.list_tools()).tools

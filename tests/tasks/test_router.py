@@ -27,7 +27,12 @@ TASK_FIELDS = {
     "tags",
     "due_at",
     "remind_at",
+    "remind_before_minutes",
+    "reminded_at",
     "recurrence",
+    "time_zone",
+    "series_id",
+    "occurrence",
     "created_at",
     "updated_at",
 }
@@ -461,7 +466,8 @@ async def test_openapi_lists_error_bodies_for_every_task_route(app: FastAPI) -> 
         for method, operation in operations.items()
     ]
 
-    assert len(task_operations) == 9  # eight task operations and the history
+    # eight task operations, the history, skip and snooze
+    assert len(task_operations) == 11
     for path, method, operation in task_operations:
         for status in ("401", "403", "404", "422"):
             schema = operation["responses"][status]["content"]["application/json"]["schema"]

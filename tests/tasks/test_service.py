@@ -599,7 +599,9 @@ async def test_soft_delete_keeps_the_row_but_hides_it_from_get_list_and_update(
 async def test_restore_brings_a_deleted_task_back_intact(database: Database) -> None:
     task_id = await seed_full(database)
     before = await row(database, task_id)
-    await write(database, lambda s: service.delete_task(s, ALICE, task_id, channel="rest"))
+    await write(
+        database, lambda s: service.delete_task(s, ALICE, task_id, channel="rest", scope="series")
+    )
 
     restored = await write(
         database, lambda s: service.restore_task(s, ALICE, task_id, channel="rest")

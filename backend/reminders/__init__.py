@@ -1,0 +1,1 @@
+"""Reminders and repeating tasks: when the next occurrence of a series is due."""
