@@ -38,6 +38,7 @@ lint: sync
 typecheck: sync
 	$(UV) run --frozen mypy
 
+# The whole suite runs on parallel workers, each with its own databases (tests/conftest.py).
 pytest: sync
 	$(UV) run --frozen pytest
 

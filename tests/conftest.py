@@ -17,8 +17,9 @@ import jwt
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import NullPool, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import backend.models  # noqa: F401  (registers the tables)
@@ -30,6 +31,73 @@ from backend.db import Database
 from backend.main import create_app
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+# The whole suite (`pytest` with no paths, as `make test` and CI run it) runs on one
+# pytest-xdist worker process per core, each with databases of its own, and on no more than
+# this many: every worker holds PostgreSQL connections, on a server that allows 100 for
+# everyone. (Four workers on two cores were slower than two, and timed out a Kafka test.)
+# Named tests run in one process (a worker's start costs more than most files take); `-n N`,
+# `-n0` or `-p no:xdist` choose for themselves.
+MAX_WORKERS = 4
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Runs before pytest-xdist reads its options (a conftest hook is called before a plugin's);
+    # not in a worker, which parses the same command line and must not start workers of its own.
+    option = config.option
+    if (
+        not config.pluginmanager.hasplugin("xdist")
+        or hasattr(config, "workerinput")
+        or "PYTEST_XDIST_WORKER" in os.environ
+    ):
+        return
+    if option.numprocesses is None and config.args_source is pytest.Config.ArgsSource.TESTPATHS:
+        option.numprocesses = "auto"
+    if option.numprocesses in ("auto", "logical") and not option.maxprocesses:
+        option.maxprocesses = MAX_WORKERS
+    if option.numprocesses and option.dist == "no":
+        # Test files take from a tenth of a second to a minute: an idle worker takes pending
+        # tests from a busy one rather than waiting for it.
+        option.dist = "worksteal"
+
+
+def _worker_database_url(url: str) -> str:
+    """This process's own PostgreSQL database: TEST_DATABASE_URL's, or `<name>_gw0`... under
+    pytest-xdist, since tests empty tables and count sessions and locks per database."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+_created_databases: list[str] = []
+
+
+async def _on_the_server(url: str, statement: str) -> None:
+    """CREATE or DROP DATABASE (outside any transaction), from the same server's `postgres`."""
+    server = make_url(url).set(database="postgres")
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            name = make_url(url).database
+            exists = await connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            )
+            if statement == "CREATE" and not exists:
+                await connection.execute(text(f'CREATE DATABASE "{name}"'))
+            elif statement == "DROP" and exists:
+                # FORCE: a connection some test leaked must not keep the database alive.
+                await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _created_databases:
+        asyncio.run(_on_the_server(_created_databases.pop(), "DROP"))
 
 
 async def _reset_postgres(url: str) -> None:
@@ -82,6 +150,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             pytest.skip("TEST_DATABASE_URL is not set (PostgreSQL half skipped locally)")
         if make_url(url).get_backend_name() != "postgresql":
             pytest.fail("TEST_DATABASE_URL must be a postgresql+asyncpg:// URL")
+        worker_url = _worker_database_url(url)
+        if worker_url != url and worker_url not in _created_databases:
+            asyncio.run(_on_the_server(worker_url, "CREATE"))
+            _created_databases.append(worker_url)
+        url = worker_url
         asyncio.run(_reset_postgres(url))
     migrate(Settings(_env_file=None, database_url=url))
     return url
@@ -100,6 +173,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "auth_secret": TEST_SECRET,
         # Tests that need the outbox relay start it themselves (tests/events/).
         "events_relay": False,
+        # Likewise the reminder scheduler (tests/reminders/).
+        "reminders_scheduler": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

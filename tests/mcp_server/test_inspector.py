@@ -8,6 +8,7 @@ and needs no network. Without `npx` the tests skip, except in CI, where they fai
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -59,18 +60,22 @@ def npx() -> str:
     npx, npm = shutil.which("npx"), shutil.which("npm")
     if npx is None or npm is None:
         _unavailable("npx/npm (Node.js) is not installed")
-    if _installed_version(INSPECTOR_DIR) != INSPECTOR_VERSION:
-        INSPECTOR_DIR.mkdir(parents=True, exist_ok=True)
-        install = [npm, "install", "--prefix", str(INSPECTOR_DIR), "--no-audit", "--no-fund"]
-        finished = subprocess.run(
-            [*install, "--loglevel=error", INSPECTOR],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if finished.returncode != 0:
-            _unavailable(f"npm could not install {INSPECTOR}:\n{finished.stderr[-2000:]}")
+    INSPECTOR_DIR.mkdir(parents=True, exist_ok=True)
+    # Parallel workers (pytest-xdist) may each run some of these tests: one installs, the
+    # others wait for it rather than run npm into the same directory at once.
+    with (INSPECTOR_DIR.parent / f"{INSPECTOR_DIR.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _installed_version(INSPECTOR_DIR) != INSPECTOR_VERSION:
+            install = [npm, "install", "--prefix", str(INSPECTOR_DIR), "--no-audit", "--no-fund"]
+            finished = subprocess.run(
+                [*install, "--loglevel=error", INSPECTOR],
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT_SECONDS,
+                check=False,
+            )
+            if finished.returncode != 0:
+                _unavailable(f"npm could not install {INSPECTOR}:\n{finished.stderr[-2000:]}")
     return npx
 
 

@@ -16,7 +16,11 @@ from tests.tasks.test_bola import table_dump
 ALICE = "alice"
 BASE = f"/api/{ALICE}/tasks"
 LIMIT = 64 * 1024
-JSON_HEADERS = {**auth(ALICE), "Content-Type": "application/json"}
+
+
+def json_headers() -> dict[str, str]:
+    """Minted per call: a token made at import could expire before a slow run reaches it."""
+    return {**auth(ALICE), "Content-Type": "application/json"}
 
 
 async def seed(client: httpx.AsyncClient) -> int:
@@ -197,7 +201,7 @@ async def test_a_body_over_64_kib_with_content_length_is_a_413(
 ) -> None:
     before = await table_dump(database)
 
-    response = await client.post(BASE, content=padded_body(LIMIT + 1), headers=JSON_HEADERS)
+    response = await client.post(BASE, content=padded_body(LIMIT + 1), headers=json_headers())
 
     assert response.request.headers["Content-Length"] == str(LIMIT + 1)
     assert_rejected(response, 413, "payload_too_large")
@@ -209,7 +213,9 @@ async def test_a_streamed_body_over_64_kib_without_content_length_is_a_413(
 ) -> None:
     before = await table_dump(database)
 
-    response = await client.post(BASE, content=chunks(padded_body(LIMIT + 1)), headers=JSON_HEADERS)
+    response = await client.post(
+        BASE, content=chunks(padded_body(LIMIT + 1)), headers=json_headers()
+    )
 
     assert "Content-Length" not in response.request.headers
     assert response.request.headers["Transfer-Encoding"] == "chunked"
@@ -224,7 +230,7 @@ async def test_a_streamed_body_over_the_limit_is_refused_on_patch_too(
     before = await table_dump(database)
 
     response = await client.patch(
-        f"{BASE}/{task_id}", content=chunks(padded_body(10 * LIMIT)), headers=JSON_HEADERS
+        f"{BASE}/{task_id}", content=chunks(padded_body(10 * LIMIT)), headers=json_headers()
     )
 
     assert_rejected(response, 413, "payload_too_large")
@@ -232,7 +238,7 @@ async def test_a_streamed_body_over_the_limit_is_refused_on_patch_too(
 
 
 async def test_a_lying_content_length_is_a_413(client: httpx.AsyncClient) -> None:
-    headers = {**JSON_HEADERS, "Content-Length": "not-a-number"}
+    headers = {**json_headers(), "Content-Length": "not-a-number"}
 
     response = await client.post(BASE, content=b'{"title": "x"}', headers=headers)
 
@@ -246,7 +252,7 @@ async def test_a_body_of_exactly_64_kib_is_accepted(
     data = padded_body(LIMIT)
     content = chunks(data) if streamed else data
 
-    response = await client.post(BASE, content=content, headers=JSON_HEADERS)
+    response = await client.post(BASE, content=content, headers=json_headers())
 
     assert response.status_code == 201, response.text
     assert response.json()["title"] == "padded"
@@ -353,6 +359,6 @@ async def test_recurrence_accepts_simple_words_and_rrules(
     ids=["empty", "truncated", "array", "string", "null", "unclosed", "not utf-8"],
 )
 async def test_malformed_json_is_a_422(client: httpx.AsyncClient, raw: bytes) -> None:
-    response = await client.post(BASE, content=raw, headers=JSON_HEADERS)
+    response = await client.post(BASE, content=raw, headers=json_headers())
 
     assert_rejected(response, 422, "validation_error")
