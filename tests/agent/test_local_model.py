@@ -307,6 +307,7 @@ class McpDriver:
                     "tags": list(seed.tags),
                     "due_at": seed.due,
                     "recurrence": seed.recurrence,
+                    "remind_at": seed.remind_at,
                 }
                 task = await service.create_task(
                     session, user_id, TaskCreate.model_validate(fields), channel="rest"
@@ -364,6 +365,7 @@ class McpDriver:
                     tags=t.tags,
                     due_at=t.due_at,
                     recurrence=t.recurrence,
+                    remind_at=t.remind_at,
                 )
                 for t, gone in rows
             ]

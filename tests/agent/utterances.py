@@ -30,6 +30,7 @@ class Seed:
     recurrence: str | None = None
     completed: bool = False
     deleted: bool = False
+    remind_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Expect:
     due: str | None = None
     no_due: bool = False
     recurrence: str | None = None
+    remind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class StoredTask:
     tags: list[str]
     due_at: datetime | None
     recurrence: str | None
+    remind_at: datetime | None = None
 
 
 class Driver(Protocol):
@@ -194,6 +197,9 @@ def _task_problems(expect: Expect, task: StoredTask) -> list[str]:
         actual["due"] = task.due_at
     if expect.no_due:
         wanted["due"], actual["due"] = None, task.due_at
+    if expect.remind is not None:
+        wanted["remind"] = datetime.fromisoformat(expect.remind).astimezone(UTC)
+        actual["remind"] = task.remind_at
     return [
         f"{expect.title!r}: {name} is {actual[name]!r}, expected {value!r}"
         for name, value in wanted.items()
@@ -1322,6 +1328,393 @@ def _histories() -> list[Case]:
     ]
 
 
+def _reminders() -> list[Case]:
+    U = "update_task"
+    N = "list_notifications"
+    five_pm = "2026-12-01T17:00:00+01:00"
+    return [
+        Case(
+            "remind-sets-due-and-reminder",
+            "remind me to call the plumber tomorrow at 5pm",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "title": "Call the plumber",
+                        "due_at": five_pm,
+                        "remind_at": five_pm,
+                        "time_zone": PARIS,
+                    },
+                ),
+            ),
+            tasks=(Expect("Call the plumber", due=five_pm, remind=five_pm),),
+            count=1,
+            reply=("I'll remind you at 5:00 PM tomorrow",),
+        ),
+        Case(
+            "remind-time-apart-from-due",
+            "remind me at 4pm to leave for the 5pm train",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "due_at": "2026-11-30T17:00:00+01:00",
+                        "remind_at": "2026-11-30T16:00:00+01:00",
+                    },
+                ),
+            ),
+            tasks=(
+                Expect(
+                    "Leave for the train",
+                    due="2026-11-30T17:00:00+01:00",
+                    remind="2026-11-30T16:00:00+01:00",
+                ),
+            ),
+            reply=("I'll remind you at 4:00 PM today",),
+        ),
+        Case(
+            "remind-day-only-morning",
+            "remind me to renew the insurance on friday",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "title": "Renew the insurance",
+                        "due_at": "2026-12-04T23:59:00+01:00",
+                        "remind_at": "2026-12-04T09:00:00+01:00",
+                    },
+                ),
+            ),
+            tasks=(Expect("Renew the insurance", remind="2026-12-04T09:00:00+01:00"),),
+            reply=("I'll remind you at 9:00 AM on Friday",),
+        ),
+        Case(
+            "remind-new-york-zone",
+            "remind me to call grandma tomorrow at 7pm",
+            zone="America/New_York",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "remind_at": "2026-12-01T19:00:00-05:00",
+                        "time_zone": "America/New_York",
+                    },
+                ),
+            ),
+            tasks=(Expect("Call grandma", remind="2026-12-01T19:00:00-05:00"),),
+            reply=("I'll remind you at 7:00 PM tomorrow",),
+        ),
+        Case(
+            "remind-hour-before-followup",
+            "remind me an hour before",
+            before=("add dentist friday at 3pm",),
+            calls=(Call(U, {"task_id": ByTitle("Dentist"), "remind_before_minutes": 60}),),
+            tasks=(Expect("Dentist", remind="2026-12-04T14:00:00+01:00"),),
+            count=1,
+            reply=("remind you an hour before", "'Dentist'"),
+        ),
+        Case(
+            "remind-minutes-before-it",
+            "remind me 30 minutes before it",
+            before=("add call the bank tomorrow at 11am",),
+            calls=(Call(U, {"task_id": ByTitle("Call the bank"), "remind_before_minutes": 30}),),
+            tasks=(Expect("Call the bank", remind="2026-12-01T10:30:00+01:00"),),
+            count=1,
+            reply=("30 minutes before",),
+        ),
+        Case(
+            "remind-before-inline",
+            "add dentist friday 3pm, remind me an hour before",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "title": "Dentist",
+                        "due_at": "2026-12-04T15:00:00+01:00",
+                        "remind_before_minutes": 60,
+                    },
+                ),
+            ),
+            tasks=(Expect("Dentist", remind="2026-12-04T14:00:00+01:00"),),
+            count=1,
+            reply=("an hour before",),
+        ),
+        Case(
+            "remind-day-before-named",
+            "remind me about the dentist appointment a day before",
+            seed=(Seed("Dentist appointment", due="2026-12-04T15:00:00+01:00"), Seed("Buy milk")),
+            calls=(
+                Call(L, {"search": "dentist appointment"}),
+                Call(U, {"task_id": Ref(0), "remind_before_minutes": 1440}),
+            ),
+            tasks=(Expect("Dentist appointment", remind="2026-12-03T15:00:00+01:00"),),
+            reply=("a day before",),
+        ),
+        Case(
+            "reminders-list",
+            "what reminders do I have?",
+            seed=(
+                Seed("Call mom", due=five_pm, remind_at=five_pm),
+                Seed("Pay rent", remind_at="2026-12-02T09:00:00+01:00"),
+                Seed("Buy milk"),
+            ),
+            calls=(Call(L, {"has_reminder": True, "sort": "remind_at"}),),
+            count=3,
+            reply=(
+                "2 reminders",
+                "Call mom \u00b7 at 5:00 PM tomorrow",
+                "Pay rent \u00b7 at 9:00 AM on Wednesday",
+            ),
+            reply_not=("Buy milk",),
+        ),
+        Case(
+            "reminders-any-none",
+            "any reminders?",
+            seed=(Seed("Buy milk"),),
+            calls=(Call(L, {"has_reminder": True, "sort": "remind_at"}),),
+            count=1,
+            reply=("no reminders coming up",),
+        ),
+        Case(
+            "reminders-missed",
+            "did I miss any reminders?",
+            calls=(Call(N, {"unread_only": True}),),
+            count=0,
+            reply=("haven't missed any reminders",),
+        ),
+        Case(
+            "snooze-without-reminder-no-junk",
+            "snooze that for 10 minutes",
+            calls=(Call(N, {"limit": 1}),),
+            count=0,
+            reply=("don't see a reminder to snooze",),
+        ),
+        Case(
+            "remind-again-without-reminder-no-junk",
+            "remind me again in an hour",
+            calls=(Call(N, {"limit": 1}),),
+            count=0,
+            reply=("don't see a reminder",),
+        ),
+        Case(
+            "remind-tomorrow-no-time",
+            "remind me tomorrow to call the bank",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "title": "Call the bank",
+                        "due_at": "2026-12-01T23:59:00+01:00",
+                        "remind_at": "2026-12-01T09:00:00+01:00",
+                    },
+                ),
+            ),
+            reply=("I'll remind you at 9:00 AM tomorrow",),
+        ),
+        Case(
+            "remind-without-time-no-reminder",
+            "remind me to call mom",
+            calls=(Call(A, {"title": "Call mom"}),),
+            tasks=(Expect("Call mom", no_due=True),),
+            reply_not=("I'll remind you",),
+        ),
+        Case(
+            "reminders-show-my",
+            "show my reminders",
+            seed=(Seed("Call mom", due=five_pm, remind_at=five_pm),),
+            calls=(Call(L, {"has_reminder": True, "sort": "remind_at"}),),
+            reply=("1 reminder coming up", "#{t0} Call mom"),
+        ),
+        Case(
+            "remind-before-set-a-reminder",
+            "set a reminder for the dentist 2 hours before",
+            seed=(Seed("Dentist", due="2026-12-04T15:00:00+01:00"),),
+            calls=(Call(L, {"search": "dentist"}), Call(U, {"remind_before_minutes": 120})),
+            tasks=(Expect("Dentist", remind="2026-12-04T13:00:00+01:00"),),
+            reply=("2 hours before",),
+        ),
+        Case(
+            "remind-about-it-at",
+            "remind me about it tomorrow at 9",
+            before=("add renew the passport friday",),
+            calls=(
+                Call(
+                    U,
+                    {
+                        "task_id": ByTitle("Renew the passport"),
+                        "remind_at": "2026-12-01T09:00:00+01:00",
+                    },
+                ),
+            ),
+            tasks=(Expect("Renew the passport", remind="2026-12-01T09:00:00+01:00"),),
+            count=1,
+            reply=("reminder at 9:00 AM tomorrow",),
+        ),
+        Case(
+            "snooze-named-task",
+            "snooze the call mom reminder for 10 minutes",
+            seed=(Seed("Call mom", due=five_pm, remind_at="2026-11-30T09:55:00+01:00"),),
+            calls=(
+                Call(L, {"search": "call mom", "status": "pending"}),
+                Call(U, {"task_id": Ref(0), "remind_at": "2026-11-30T10:10:00+01:00"}),
+            ),
+            tasks=(Expect("Call mom", remind="2026-11-30T10:10:00+01:00"),),
+            count=1,
+            reply=("remind you again at 10:10 AM today",),
+        ),
+    ]
+
+
+def _repeats() -> list[Case]:
+    U = "update_task"
+    S = "skip_occurrence"
+    D = "delete_task"
+    weekly = "FREQ=WEEKLY;BYDAY=MO"
+    monday = "2026-12-07T09:00:00+01:00"
+    plants = Seed("Water plants", due=monday, recurrence=weekly)
+    return [
+        Case(
+            "repeat-bare-weekly",
+            "water plants every Monday at 9",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "title": "Water plants",
+                        "recurrence": weekly,
+                        "due_at": monday,
+                        "time_zone": PARIS,
+                    },
+                ),
+            ),
+            tasks=(Expect("Water plants", recurrence=weekly, due=monday),),
+            count=1,
+            reply=("repeats every Monday", "Mon Dec 7, 9:00 AM"),
+        ),
+        Case(
+            "repeat-skip-this-weeks",
+            "skip this week's watering",
+            seed=(plants, Seed("Buy milk")),
+            calls=(Call(L, {"search": "watering"}), Call(L), Call(S, {"task_id": Ref(0)})),
+            reply=("Skipped #{t0} 'Water plants'", "next one is due Mon Dec 14, 9:00 AM"),
+        ),
+        Case(
+            "repeat-skip-it-this-time",
+            "skip it this time",
+            before=("add water plants every Monday at 9",),
+            calls=(Call(S),),
+            reply=("Skipped #", "next one is due Mon Dec 14, 9:00 AM"),
+        ),
+        Case(
+            "repeat-stop-repeating",
+            "stop repeating the watering",
+            seed=(plants,),
+            calls=(Call(L), Call(L), Call(U, {"task_id": Ref(0), "recurrence": "none"})),
+            count=1,
+            reply=("no longer repeats",),
+        ),
+        Case(
+            "repeat-stop-from-repeating",
+            "stop the watering from repeating",
+            seed=(plants,),
+            calls=(Call(L), Call(L), Call(U, {"task_id": Ref(0), "recurrence": "none"})),
+            count=1,
+            reply=("no longer repeats",),
+        ),
+        Case(
+            "repeat-dont-repeat-anymore",
+            "don't repeat water plants anymore",
+            seed=(plants,),
+            calls=(
+                Call(L, {"search": "water plants"}),
+                Call(U, {"task_id": Ref(0), "recurrence": "none"}),
+            ),
+            count=1,
+            reply=("no longer repeats",),
+        ),
+        Case(
+            "repeat-delete-asks-scope",
+            "delete the watering",
+            seed=(plants,),
+            calls=(Call(L), Call(L)),
+            count=1,
+            reply=("repeats every Monday", "Just this one, or the whole series?"),
+        ),
+        Case(
+            "repeat-delete-just-this-one",
+            "just this one",
+            seed=(plants,),
+            before=("delete the watering",),
+            calls=(Call(D, {"task_id": Ref(0), "scope": "occurrence"}),),
+            reply=("just this one", "next one is due Mon Dec 14, 9:00 AM"),
+        ),
+        Case(
+            "repeat-delete-whole-series",
+            "the whole series",
+            seed=(plants,),
+            before=("delete the watering",),
+            calls=(Call(D, {"task_id": Ref(0), "scope": "series"}),),
+            count=0,
+            reply=("rest of its series",),
+        ),
+        Case(
+            "repeat-delete-named-series",
+            "delete the watering series",
+            seed=(plants, Seed("Buy milk")),
+            calls=(Call(L), Call(L), Call(D, {"task_id": Ref(0), "scope": "series"})),
+            count=1,
+            reply=("rest of its series",),
+        ),
+        Case(
+            "repeat-delete-it-asks-scope",
+            "delete it",
+            before=("add water plants every Monday at 9",),
+            calls=(),
+            count=1,
+            reply=("Just this one, or the whole series?",),
+        ),
+        Case(
+            "repeat-delete-all-of-them-after-question",
+            "all of them",
+            before=("add water plants every Monday at 9", "delete it"),
+            calls=(Call(D, {"task_id": ByTitle("Water plants"), "scope": "series"}),),
+            count=0,
+        ),
+        Case(
+            "repeat-remind-me-weekly",
+            "remind me to take the bins out every Tuesday at 7pm",
+            calls=(
+                Call(
+                    A,
+                    {
+                        "title": "Take the bins out",
+                        "recurrence": "FREQ=WEEKLY;BYDAY=TU",
+                        "due_at": "2026-12-01T19:00:00+01:00",
+                        "remind_at": "2026-12-01T19:00:00+01:00",
+                        "time_zone": PARIS,
+                    },
+                ),
+            ),
+            reply=("repeats every Tuesday", "I'll remind you at 7:00 PM tomorrow"),
+        ),
+        Case(
+            "repeat-skip-by-id",
+            "skip task {t0} this week",
+            seed=(plants,),
+            calls=(Call(S, {"task_id": Ref(0)}),),
+            reply=("Skipped #{t0}",),
+        ),
+        Case(
+            "repeat-complete-says-next",
+            "mark water plants as done",
+            seed=(plants,),
+            calls=(Call(L, {"search": "water plants"}), Call("complete_task", {"task_id": Ref(0)})),
+            tasks=(Expect("Water plants", completed=True),),
+            reply=("Marked #{t0} 'Water plants' as done", "next one is due Mon Dec 14, 9:00 AM"),
+        ),
+    ]
+
+
 CASES: tuple[Case, ...] = (
     *_adds(),
     *_lists(),
@@ -1331,4 +1724,6 @@ CASES: tuple[Case, ...] = (
     *_mixed(),
     *_more_phrasings(),
     *_histories(),
+    *_reminders(),
+    *_repeats(),
 )

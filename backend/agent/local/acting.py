@@ -11,9 +11,12 @@ from backend.agent.local.matching import best_matches, exact
 from backend.agent.local.repeats import describe_repeat
 from backend.agent.local.replies import (
     canned,
+    duration,
     error_text,
+    next_due,
     not_found,
     quoted,
+    remind_time,
     task_details,
     when,
     which_one,
@@ -30,7 +33,13 @@ TOOLS: dict[Action, str] = {
 # "delete them" after a long list is more likely a slip than a wish to empty the list.
 MAX_DELETES_BY_REFERENCE = 3
 _ACTIONS = {tool: action for action, tool in TOOLS.items()}
-_SEARCH_STATUS = {"complete": "pending", "reopen": "completed"}
+_SEARCH_STATUS = {
+    "complete": "pending",
+    "reopen": "completed",
+    "snooze": "pending",
+    "skip": "pending",
+}
+SERIES_QUESTION = "Just this one, or the whole series?"
 _INVERSE = {
     "delete_task": "restore_task",
     "restore_task": "delete_task",
@@ -42,6 +51,8 @@ _INVERSE = {
 
 def run_act(intent: ActIntent, script: Script, env: Env) -> Outcome:
     tasks = resolve(intent.action, intent.target, script, env)
+    if intent.action == "delete" and "scope" not in intent.changes:
+        _ask_series(tasks)
     lines: list[str] = []
     if intent.add_tags or intent.remove_tags:
         calls = _tag_updates(intent, tasks, script, lines)
@@ -85,6 +96,17 @@ def run_undo(script: Script, env: Env) -> Outcome:
     results = script.batch(calls)
     touched = [_touched(r) for r in results if r.ok]
     return Outcome([confirm(r, env.clock) for r in results] + lines, touched)
+
+
+def _ask_series(tasks: list[dict[str, Any]]) -> None:
+    """Deleting a repeating task: this occurrence, or the whole series? Ask first."""
+    repeating = [t for t in tasks if t.get("recurrence")]
+    if len(tasks) != 1 or not repeating:
+        return
+    task = repeating[0]
+    repeat = describe_repeat(task["recurrence"]) or "regularly"
+    label = quoted(task.get("id"), task.get("title"))
+    raise Finish(f"{label} repeats {repeat}. {SERIES_QUESTION}", tasks=[task])
 
 
 def _touched(result: ToolResult) -> dict[str, Any]:
@@ -133,7 +155,9 @@ def _referenced(action: str, target: Target, env: Env) -> list[dict[str, Any]]:
     if target.pronoun == "one" and len(tasks) > 1:
         raise Finish(which_one(tasks, env.clock, "I'm not sure which task you mean."))
     # Only the ids: details from earlier turns may be stale, so they are fetched again.
-    return [{"id": t["id"], "title": t.get("title")} for t in tasks]
+    return [
+        {"id": t["id"], "title": t.get("title"), "recurrence": t.get("recurrence")} for t in tasks
+    ]
 
 
 def _by_words(action: str, words: str, script: Script, env: Env) -> list[dict[str, Any]]:
@@ -156,7 +180,7 @@ def _by_words(action: str, words: str, script: Script, env: Env) -> list[dict[st
 
 def _right_status(action: str, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Drop tasks already in the wanted state; say so when nothing else is left."""
-    wanted = {"complete": False, "reopen": True}.get(action)
+    wanted = {"complete": False, "reopen": True, "skip": False, "snooze": False}.get(action)
     if wanted is None or not matches:
         return matches
     fitting = [t for t in matches if bool(t.get("completed")) == wanted]
@@ -187,9 +211,13 @@ def confirm(result: ToolResult, clock: Clock) -> str:
         return not_found(result) or f"I couldn't {action} #{task_id}: {error_text(result)}"
     label = quoted(result.data.get("task_id"), result.data.get("title"))
     if action == "complete":
-        return f"Marked {label} as done."
+        return f"Marked {label} as done.{next_due(result.data, clock)}"
     if action == "reopen":
         return f"Reopened {label} \u2014 it's pending again."
+    if action == "delete" and result.arguments.get("scope") == "series":
+        return f"Deleted {label} and the rest of its series."
+    if action == "delete" and result.data.get("next_task_id"):
+        return f"Deleted {label} (just this one).{next_due(result.data, clock)}"
     if action == "delete":
         return f'Deleted {label}. Say "undo" to bring it back.'
     if action == "restore":
@@ -201,6 +229,9 @@ def _updated(result: ToolResult, label: str, clock: Clock) -> str:
     arguments = result.arguments
     if set(arguments) == {"task_id", "title"}:
         return f"Renamed #{arguments['task_id']} to '{result.title()}'."
+    if set(arguments) == {"task_id", "remind_before_minutes"}:
+        before = duration(int(arguments["remind_before_minutes"]))
+        return f"Okay, I'll remind you {before} before {label} is due."
     parts: list[str] = []
     if "title" in arguments:
         parts.append(f"renamed to '{arguments['title']}'")
@@ -211,6 +242,12 @@ def _updated(result: ToolResult, label: str, clock: Clock) -> str:
         parts.append(f"due {when(arguments['due_at'], clock)}")
     if arguments.get("clear_due_at"):
         parts.append("no due date")
+    if "remind_before_minutes" in arguments:
+        parts.append(f"reminder {duration(int(arguments['remind_before_minutes']))} before")
+    if "remind_at" in arguments:
+        parts.append(f"reminder {remind_time(arguments['remind_at'], clock)}")
+    if arguments.get("clear_reminder"):
+        parts.append("no reminder")
     if "recurrence" in arguments:
         repeat = describe_repeat(arguments["recurrence"])
         parts.append(f"repeats {repeat}" if repeat and repeat != "none" else "no longer repeats")

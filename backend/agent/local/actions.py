@@ -43,7 +43,7 @@ _ID = (
 _IDS = re.compile(rf"{_ID}(?:\s*(?:,|and|&|,\s*and)\s*#?\s*(\d{{1,9}}))*", _I)
 _TARGET_NOISE = re.compile(
     r"\s+(?:from|off|on|in)\s+(?:my|the)\s+(?:\w+\s+)?(?:list|tasks|todos?|to-dos?)$"
-    r"|\s+(?:as\s+well|too|also|for\s+now|for\s+good|permanently)$",
+    r"|\s+(?:as\s+well|too|also|for\s+now|for\s+good|permanently|any\s*more|any\s+longer)$",
     _I,
 )
 _ARTICLES = re.compile(
@@ -211,6 +211,7 @@ _PATTERNS: tuple[tuple[str, Builder], ...] = (
     ),
     (rf"(?:stop\s+(?:repeating|recurring)|do\s+not\s+repeat|no\s+longer\s+repeat)\s+{_T}", _repeat),
     (rf"{_S}\s+should\s+(?:not|no\s+longer)\s+(?:repeat|recur)", _repeat),
+    (rf"(?:stop|keep)\s+{_T}\s+from\s+(?:repeating|recurring)", _repeat),
     (rf"make\s+{_T}\s+(?:not\s+repeat|one-off|a\s+one-off|one\s+time)", _repeat),
     (rf"(?:make|set)\s+{_T}\s+(?:to\s+)?(?:repeat|recur)\s+(?P<r>.+)", _repeat),
     (rf"{_SET}\s+{_T}\s+to\s+(?:repeat|recur)\s+(?P<r>.+)", _repeat),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, time
 from typing import Any
 
-from backend.agent.local.dates import DATE_PHRASE, Clock, find_due
+from backend.agent.local.dates import DATE_PHRASE, END_OF_DAY, Clock, find_due, parse_when
 from backend.agent.local.intents import AddIntent, Intent, ReplyIntent
 from backend.agent.local.repeats import REPEAT_PHRASE, find_repeat
 
@@ -97,19 +98,60 @@ def priority_of(word: str) -> str:
 
 
 @dataclass
-class _Draft:
+class Draft:
     text: str
     fields: dict[str, Any]
 
 
+# "remind me at 4pm to leave for the 5pm train": the reminder time comes first.
+_REMIND_AT_FIRST = re.compile(
+    r"(?:remind\s+me|set\s+a\s+reminder)\s+(?P<when>.+?)\s+(?:to|about|that)\s+(?P<rest>.+)", _I
+)
+_REMINDING = re.compile(r"(?:remind\s+me|set\s+a\s+reminder|reminder)\b", _I)
+# A reminder for a day with no time said goes off that morning.
+DAY_REMINDER_TIME = time(9, 0)
+
+
 def parse_add(clause: str, clock: Clock) -> list[Intent] | None:
     """Tasks to add from a clause such as "remind me to call mom tomorrow at 5pm", or None."""
+    first = _REMIND_AT_FIRST.fullmatch(clause)
+    found = parse_when(first.group("when"), clock) if first else None
+    if first and found is not None:
+        drafted = build_adds(Draft(first.group("rest"), {}), clock, split=False)
+        remind_at = found.value.isoformat(timespec="seconds")
+        return [_with_reminder(i, clock, remind_at) for i in drafted]
+    intents = _parse_add(clause, clock)
+    if intents is not None and _REMINDING.match(clause):
+        return [_with_reminder(i, clock) for i in intents]
+    return intents
+
+
+def _with_reminder(intent: Intent, clock: Clock, remind_at: str | None = None) -> Intent:
+    """ "Remind me to X at 5pm": a reminder at the due time (or at the time said for it)."""
+    if not isinstance(intent, AddIntent) or "remind_before_minutes" in intent.fields:
+        return intent
+    fields = dict(intent.fields)
+    if remind_at is not None:
+        fields.setdefault("due_at", remind_at)
+    said = remind_at or fields.get("due_at")
+    if isinstance(said, str):
+        moment = datetime.fromisoformat(said)
+        if moment.timetz().replace(tzinfo=None) == END_OF_DAY:
+            moment = clock.at(moment.date(), DAY_REMINDER_TIME)
+        if moment > clock.now:
+            fields["remind_at"] = moment.isoformat(timespec="seconds")
+    if "remind_at" in fields:
+        fields["time_zone"] = clock.zone.key
+    return replace(intent, fields=fields)
+
+
+def _parse_add(clause: str, clock: Clock) -> list[Intent] | None:
     for pattern, splittable in _PREFIXES:
         match = re.fullmatch(pattern, clause, _I)
         if match is None:
             continue
         groups = match.groupdict()
-        draft = _Draft(match.group("rest"), {})
+        draft = Draft(match.group("rest"), {})
         if groups.get("adj"):
             _priority_from(groups["adj"], draft)
         split = splittable or bool(groups.get("kind", "").lower().endswith("s"))
@@ -117,15 +159,15 @@ def parse_add(clause: str, clock: Clock) -> list[Intent] | None:
     return None
 
 
-def build_adds(draft: _Draft, clock: Clock, *, split: bool) -> list[Intent]:
+def build_adds(draft: Draft, clock: Clock, *, split: bool) -> list[Intent]:
     quoted = [m.group(1) or m.group(2) for m in _QUOTED.finditer(draft.text)]
     if quoted:  # 'Title' with its details around it: the title is taken as written
         draft.text = _QUOTED.sub(" ", draft.text)
         _extract(draft, clock)
-        drafts = [_Draft(title, dict(draft.fields)) for title in quoted]
+        drafts = [Draft(title, dict(draft.fields)) for title in quoted]
     else:
         pieces = _split_items(draft.text) if split else [draft.text]
-        drafts = [_Draft(piece, dict(draft.fields)) for piece in pieces]
+        drafts = [Draft(piece, dict(draft.fields)) for piece in pieces]
         for item in drafts:
             _extract(item, clock)
         _share_trailing_details(drafts)
@@ -133,6 +175,8 @@ def build_adds(draft: _Draft, clock: Clock, *, split: bool) -> list[Intent]:
     for item in drafts:
         title = clean_title(item.text)
         if title:
+            if "recurrence" in item.fields:  # a repeat keeps its local time in the user's zone
+                item.fields["time_zone"] = clock.zone.key
             intents.append(AddIntent(title=title[:200], fields=item.fields))
     return intents or [ReplyIntent("empty_add")]
 
@@ -150,14 +194,14 @@ def _split_items(text: str) -> list[str]:
     return pieces
 
 
-def _share_trailing_details(drafts: list[_Draft]) -> None:
+def _share_trailing_details(drafts: list[Draft]) -> None:
     """Details after the last item are for all of them: "add milk and eggs tomorrow #shop"."""
     for item in drafts[:-1]:
         for key, value in drafts[-1].fields.items():
             item.fields.setdefault(key, value)
 
 
-def _extract(draft: _Draft, clock: Clock) -> None:
+def _extract(draft: Draft, clock: Clock) -> None:
     _tags_from(draft)
     _priority_from_text(draft)
     repeat = find_repeat(draft.text)
@@ -176,7 +220,7 @@ def _cut(text: str, start: int, end: int) -> str:
     return f"{text[:start]} {text[end:]}"
 
 
-def _tags_from(draft: _Draft) -> None:
+def _tags_from(draft: Draft) -> None:
     tags: list[str] = []
     for pattern in (_TAG_WORDS, _TAG, _LIST_TAG):
         for match in list(pattern.finditer(draft.text)):
@@ -188,13 +232,13 @@ def _tags_from(draft: _Draft) -> None:
         draft.fields["tags"] = list(dict.fromkeys(tags))[:10]
 
 
-def _priority_from(text: str, draft: _Draft) -> None:
+def _priority_from(text: str, draft: Draft) -> None:
     match = _PRIORITY.search(text)
     if match:
         draft.fields["priority"] = priority_of(match.group("p") or match.group("p2"))
 
 
-def _priority_from_text(draft: _Draft) -> None:
+def _priority_from_text(draft: Draft) -> None:
     match = _PRIORITY.search(draft.text)
     if match:
         draft.fields["priority"] = priority_of(match.group("p") or match.group("p2"))

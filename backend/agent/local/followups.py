@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from backend.agent.local.acting import SERIES_QUESTION
 from backend.agent.local.adds import parse_add
 from backend.agent.local.dates import Clock
 from backend.agent.local.history import Conversation, Turn
-from backend.agent.local.intents import ActIntent, Intent, ReplyIntent, ShowIntent, Target
+from backend.agent.local.intents import (
+    ActIntent,
+    Intent,
+    ReplyIntent,
+    ShowIntent,
+    SkipIntent,
+    SnoozeIntent,
+    Target,
+)
 from backend.agent.local.matching import best_matches
 from backend.agent.local.parsing import normalise, parse_message, strip_politeness
 from backend.agent.local.replies import ADD_SUGGESTION, WHICH_ONE
@@ -30,6 +39,18 @@ _NUMBER = re.compile(
 )
 _BOTH = re.compile(r"(?:both(?:\s+of\s+them)?|them\s+both|the\s+two\s+of\s+them)", _I)
 _ALL = re.compile(r"(?:all(?:\s+of\s+them)?|them\s+all|all\s+\w+|every\s+one)", _I)
+_OCCURRENCE = re.compile(
+    r"(?:just\s+|only\s+)?(?:(?:this|that|the\s+(?:current|next|first))"
+    r"(?:\s+(?:one|occurrence|time|week|instance))?|one|once|the\s+one|occurrence)(?:\s+only)?",
+    _I,
+)
+_SERIES = re.compile(
+    r"(?:it\s+)?(?:all|every|each)(?:\s+of\s+them|\s+one|\s+occurrences?|\s+future\s+ones)?"
+    r"|(?:the\s+)?(?:whole|entire|full)(?:\s+(?:series|thing|lot|set))?|(?:the\s+)?series"
+    r"|everything|stop\s+it\s+(?:completely|altogether)",
+    _I,
+)
+_SERIES_TASK = re.compile(r"#(?P<id>\d+) '")
 _SUGGESTED = re.compile(rf'{ADD_SUGGESTION} "(?P<title>.+?)" as a task\?')
 _LISTED = re.compile(r"^- #(?P<id>\d+) (?P<title>.+?)(?: \(done\))?(?: \u00b7 .*)?$", re.MULTILINE)
 
@@ -45,10 +66,25 @@ def followup_intents(conversation: Conversation, clock: Clock) -> list[Intent] |
             return parse_add(f"add {suggested.group('title')}", clock)
         if _NO.fullmatch(answer):
             return [ReplyIntent("declined")]
+    if SERIES_QUESTION in last.reply:
+        scope = _scope(answer)
+        task = _SERIES_TASK.search(last.reply)
+        if scope and task:
+            target = Target(ids=(int(task.group("id")),))
+            return [ActIntent("delete", target, {"scope": scope})]
     if WHICH_ONE in last.reply:
         chosen = _choice(answer, last.reply)
         if chosen:
             return _retarget(last, chosen, clock)
+    return None
+
+
+def _scope(answer: str) -> str | None:
+    cleaned = re.sub(r"^(?:delete|remove)\s+", "", answer, flags=_I).strip()
+    if _SERIES.fullmatch(cleaned):
+        return "series"
+    if _OCCURRENCE.fullmatch(cleaned):
+        return "occurrence"
     return None
 
 
@@ -76,6 +112,8 @@ def _choice(answer: str, reply: str) -> tuple[int, ...]:
 def _retarget(turn: Turn, chosen: tuple[int, ...], clock: Clock) -> list[Intent] | None:
     """The request that asked "which one?", now aimed at the chosen task(s)."""
     for intent in parse_message(turn.user_text, clock):
-        if isinstance(intent, ActIntent | ShowIntent) and not intent.target.ids:
+        if isinstance(intent, ActIntent | ShowIntent | SkipIntent) and not intent.target.ids:
+            return [replace(intent, target=Target(ids=chosen))]
+        if isinstance(intent, SnoozeIntent):
             return [replace(intent, target=Target(ids=chosen))]
     return None

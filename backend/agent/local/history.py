@@ -154,8 +154,9 @@ def read_conversation(items: str | Sequence[object]) -> Conversation:
     for item in parsed:
         kind, role = item.get("type"), item.get("role")
         if role == "user" and kind in (None, "message"):
-            if user is not None:
-                turns.append(Turn(user, results, "\n".join(replies)))
+            # Notes before the first message (a reminder that fired) are a turn of their own.
+            if user is not None or replies:
+                turns.append(Turn(user or "", results, "\n".join(replies)))
             user, results, replies = content_text(item.get("content")), [], []
         elif kind == "function_call":
             name, call_id = str(item.get("name", "")), str(item.get("call_id"))

@@ -76,6 +76,29 @@ class HistoryIntent:
 
 
 @dataclass(frozen=True)
+class RemindersIntent:
+    """ "What reminders do I have?" (`missed` False) or "did I miss any reminders?" (True)."""
+
+    missed: bool = False
+
+
+@dataclass(frozen=True)
+class SnoozeIntent:
+    """Re-arm a reminder: `minutes` from now, or at `until` (ISO). No target: the latest one."""
+
+    target: Target | None = None
+    minutes: int | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True)
+class SkipIntent:
+    """Skip this occurrence of a repeating task."""
+
+    target: Target
+
+
+@dataclass(frozen=True)
 class UndoIntent:
     pass
 
@@ -86,4 +109,15 @@ class ReplyIntent:
     text: str = ""
 
 
-Intent = AddIntent | ListIntent | ShowIntent | ActIntent | HistoryIntent | UndoIntent | ReplyIntent
+Intent = (
+    AddIntent
+    | ListIntent
+    | ShowIntent
+    | ActIntent
+    | HistoryIntent
+    | UndoIntent
+    | ReplyIntent
+    | RemindersIntent
+    | SnoozeIntent
+    | SkipIntent
+)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 from backend.agent.local.actions import parse_action, parse_show, parse_target
-from backend.agent.local.adds import parse_add
+from backend.agent.local.adds import Draft, build_adds, parse_add
 from backend.agent.local.dates import Clock, fix_typos
 from backend.agent.local.intents import (
     ActIntent,
+    AddIntent,
     Intent,
     ReplyIntent,
     ReplyKind,
@@ -17,6 +18,8 @@ from backend.agent.local.intents import (
     UndoIntent,
 )
 from backend.agent.local.lists import LIST_START, parse_list
+from backend.agent.local.reminders import parse_reminder
+from backend.agent.local.repeats import find_repeat
 from backend.agent.local.timeline import parse_history
 
 _I = re.IGNORECASE
@@ -222,7 +225,29 @@ def parse_message(text: str, clock: Clock) -> list[Intent]:
     for clause in clauses:
         found = parse_clause(strip_politeness(clause), clock, question=question)
         intents.extend(found or [ReplyIntent("unknown", clause)])
-    return intents
+    return _merge_reminders(intents, clock)
+
+
+def _merge_reminders(intents: list[Intent], clock: Clock) -> list[Intent]:
+    """ "add dentist friday 3pm, remind me an hour before": one add with its reminder."""
+    merged: list[Intent] = []
+    for intent in intents:
+        previous = merged[-1] if merged else None
+        if (
+            isinstance(previous, AddIntent)
+            and isinstance(intent, ActIntent)
+            and intent.action == "update"
+            and intent.target.pronoun == "one"
+            and set(intent.changes) == {"remind_before_minutes"}
+            and "due_at" in previous.fields
+        ):
+            fields = {k: v for k, v in previous.fields.items() if k != "remind_at"}
+            fields["remind_before_minutes"] = intent.changes["remind_before_minutes"]
+            fields["time_zone"] = clock.zone.key
+            merged[-1] = AddIntent(previous.title, fields)
+            continue
+        merged.append(intent)
+    return merged
 
 
 def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[Intent] | None:
@@ -232,6 +257,9 @@ def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[I
         return [ReplyIntent("refuse_bulk")]
     if _UNDO.fullmatch(clause):
         return [UndoIntent()]
+    reminder = parse_reminder(clause, clock)
+    if reminder is not None:
+        return [reminder]
     history = parse_history(clause)
     if history is not None:
         return [history]
@@ -255,6 +283,8 @@ def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[I
     past = _PAST.fullmatch(clause)
     if past and past.group("verb").lower() not in _NOT_DONE_VERBS:  # "I bought the milk"
         return [ActIntent("complete", Target(words=past.group("t")))]
+    if not question and find_repeat(clause) is not None:  # "water plants every Monday at 9"
+        return build_adds(Draft(clause, {}), clock, split=False)
     listed = parse_list(clause, clock, strong=question)
     return [listed] if listed is not None else None
 

@@ -20,10 +20,14 @@ from backend.agent.local.intents import (
     HistoryIntent,
     Intent,
     ListIntent,
+    RemindersIntent,
     ReplyIntent,
     ShowIntent,
+    SkipIntent,
+    SnoozeIntent,
     UndoIntent,
 )
+from backend.agent.local.reminders import run_reminders, run_skip, run_snooze
 from backend.agent.local.replies import added, canned, listing, now_text
 from backend.agent.local.steps import Call, Env, Finish, NeedCalls, Outcome, Pool, Script
 from backend.agent.local.timeline import run_history
@@ -46,6 +50,12 @@ def run_intent(intent: Intent, script: Script, env: Env) -> Outcome:
         return run_history(intent, script, env)
     if isinstance(intent, UndoIntent):
         return run_undo(script, env)
+    if isinstance(intent, RemindersIntent):
+        return run_reminders(intent, script, env)
+    if isinstance(intent, SnoozeIntent):
+        return run_snooze(intent, script, env)
+    if isinstance(intent, SkipIntent):
+        return run_skip(intent, script, env)
     if intent.kind == "now":
         return Outcome([now_text(env.clock)])
     return Outcome([canned(intent.kind, intent.text)])
@@ -58,10 +68,10 @@ def _created(result: ToolResult) -> dict[str, Any]:
 
 
 def _uses_earlier(intent: Intent) -> bool:
-    return (
-        isinstance(intent, ActIntent | ShowIntent | HistoryIntent)
-        and intent.target.pronoun is not None
-    )
+    target = intent.target if isinstance(intent, ActIntent | ShowIntent | HistoryIntent) else None
+    if isinstance(intent, SkipIntent | SnoozeIntent):
+        target = intent.target
+    return target is not None and target.pronoun is not None
 
 
 def plan(intents: Sequence[Intent], conversation: Conversation, clock: Clock) -> list[Call] | str:

@@ -21,6 +21,8 @@ HELP = """I'm the built-in offline assistant. I can manage your tasks:
 - list: "what's pending?", "what's due this week?", "tasks tagged work", "find tasks about report"
 - change: "mark task 3 done", "rename task 2 to Buy oat milk", "make it high priority",
   "task 4 is due friday"
+- reminders and repeats: "remind me an hour before", "what reminders do I have?",
+  "snooze that for 10 minutes", "water plants every Monday at 9", "skip this week's watering"
 - delete and undo: "delete the meeting task", "undo", "restore task 5"
 - history: "when did I finish the report?", "what happened to task 3?"
 For open conversation, set OPENAI_API_KEY to use an OpenAI model."""
@@ -80,6 +82,46 @@ def when(value: object, clock: Clock) -> str | None:
     return f"{day}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
 
 
+def remind_time(value: object, clock: Clock) -> str | None:
+    """A reminder time in the user's zone: "at 5:00 PM tomorrow", "at 9:00 AM on Mon Dec 7"."""
+    moment = _as_datetime(value)
+    if moment is None:
+        return None
+    local = moment.astimezone(clock.zone)
+    hour = local.hour % 12 or 12
+    at = f"at {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
+    days = (local.date() - clock.today).days
+    if days == 0:
+        return f"{at} today"
+    if days == 1:
+        return f"{at} tomorrow"
+    if 1 < days < 7:
+        return f"{at} on {local:%A}"
+    day = f"{local:%a %b} {local.day}"
+    if local.year != clock.now.year:
+        day += f" {local.year}"
+    return f"{at} on {day}"
+
+
+def next_due(data: dict[str, Any], clock: Clock) -> str:
+    """ " The next one is due Mon Dec 7, 9:00 AM." after a repeating task is done or skipped."""
+    due = when(data.get("next_due_at"), clock)
+    if due:
+        return f" The next one is due {due}."
+    if data.get("next_task_id"):
+        return f" The next one is #{data['next_task_id']}."
+    return ""
+
+
+def duration(minutes: int) -> str:
+    """60 -> "an hour", 90 -> "90 minutes", 1440 -> "a day"."""
+    for size, one, many in ((1440, "a day", "days"), (60, "an hour", "hours")):
+        if minutes % size == 0 and minutes >= size:
+            count = minutes // size
+            return one if count == 1 else f"{count} {many}"
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
+
+
 def _as_datetime(value: object) -> datetime | None:
     if isinstance(value, datetime):
         return value
@@ -109,7 +151,15 @@ def added(result: ToolResult, clock: Clock) -> str:
         return f"I couldn't add '{title}': {error_text(result)}"
     data = result.data
     details = _details(data, clock)
-    return f"Added task #{data.get('task_id', data.get('id'))}: {data.get('title')}{details}."
+    line = f"Added task #{data.get('task_id', data.get('id'))}: {data.get('title')}{details}."
+    reminder = remind_time(data.get("remind_at"), clock)
+    before = data.get("remind_before_minutes")
+    if isinstance(before, int) and before > 0:
+        at = f", {reminder}" if reminder else ""
+        line += f" I'll remind you {duration(before)} before{at}."
+    elif reminder:
+        line += f" I'll remind you {reminder}."
+    return line
 
 
 def _details(data: dict[str, Any], clock: Clock) -> str:

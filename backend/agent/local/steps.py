@@ -12,7 +12,7 @@ from backend.agent.local.history import Conversation, ToolResult, recent_tasks
 
 # Times are left out when matching a call to its recorded result: they are computed from
 # "now", which may have moved on between the model calls of one turn.
-_TIME_ARGUMENTS = frozenset({"due_at", "due_before", "due_after"})
+_TIME_ARGUMENTS = frozenset({"due_at", "due_before", "due_after", "remind_at"})
 
 
 @dataclass(frozen=True)
