@@ -17,6 +17,7 @@ SMALL: dict[str, list[str]] = {
     "chat_turn": ["--turns", "40", "--users", "4"],
     "mcp_call": ["--iterations", "40", "--budget", "3"],
     "events": ["--requests", "100", "--events", "1000", "--tasks", "50"],
+    "reminders": "--reminders 1000 --users 100 --conversations 10 --spread 10".split(),
 }
 
 

@@ -200,6 +200,8 @@ async def _changed(
         if task.series_id is not None
         else None
     )
+    if successor is not None and successor.deleted_at is not None:
+        successor = None  # a series delete took it too
     return TaskChanged(
         task_id=task.id,
         status=status,
@@ -470,8 +472,8 @@ class TaskTools:
             Literal["occurrence", "series"],
             Field(
                 description="Only for a repeating task: 'occurrence' deletes this one and the "
-                "series goes on with the next; 'series' deletes it and every other unfinished "
-                "occurrence. Ask the user which one they mean."
+                "series goes on with the next; 'series' deletes every occurrence, done ones "
+                "too. Ask the user which one they mean."
             ),
         ] = "occurrence",
     ) -> TaskChanged:

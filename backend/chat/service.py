@@ -319,6 +319,26 @@ async def add_message(
     return message
 
 
+async def add_messages(
+    session: AsyncSession, conversation_id: int, user_id: str, role: str, contents: list[str]
+) -> list[Message]:
+    """Several messages at the end of a conversation, under one lock (reminder notes)."""
+    first = await _next_seq(session, conversation_id)
+    messages = [
+        Message(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            seq=first + offset,
+            role=role,
+            content=content,
+        )
+        for offset, content in enumerate(contents)
+    ]
+    session.add_all(messages)
+    await session.flush()
+    return messages
+
+
 async def _stored_reply(session: AsyncSession, user_message: Message) -> ChatReplay | None:
     """The answer of the message's last run, if that run succeeded."""
     runs = select(AgentRun).where(col(AgentRun.user_message_id) == user_message.id)

@@ -7,7 +7,7 @@ by changing tasks, without knowing events exist.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, get_args
 
@@ -110,40 +110,61 @@ async def record_task_event(
 ) -> str:
     """Write the event of a change in its transaction; its id. It commits or rolls back
     with the change."""
+    [event_id] = await record_task_events(session, [(task, changes)], action, channel=channel)
+    return event_id
+
+
+async def record_task_events(
+    session: AsyncSession,
+    changed: Sequence[tuple[Task, dict[str, Any]]],
+    action: TaskAction,
+    *,
+    channel: Channel,
+) -> list[str]:
+    """The events of several tasks' changes of one kind, in one statement; their ids."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
-    assert task.id is not None, "flush the task before recording its event"
     now = utc_now()
-    event_id = str(uuid.uuid4())
-    payload = cloud_event(
-        event_id=event_id,
-        action=action,
-        task=snapshot(task),
-        changes=changes,
-        user_id=task.user_id,
-        channel=channel,
-        version=task.version,
-        time=now,
-    )
-    # A Core insert: the row is never read back here, so the unit of work has nothing to do.
-    # On PostgreSQL a statement trigger (migration 0004) sends the NOTIFY.
-    await session.execute(
-        insert(OUTBOX_TABLE).values(
+    rows: list[dict[str, Any]] = []
+    for task, changes in changed:
+        assert task.id is not None, "flush the task before recording its event"
+        event_id = str(uuid.uuid4())
+        payload = cloud_event(
             event_id=event_id,
-            type=payload["type"],
-            task_id=task.id,
+            action=action,
+            task=snapshot(task),
+            changes=changes,
             user_id=task.user_id,
             channel=channel,
             version=task.version,
-            payload=payload,
-            created_at=now,
-            available_at=now,
-            status="pending",
-            attempts=0,
+            time=now,
         )
-    )
+        rows.append(
+            {
+                "event_id": event_id,
+                "type": payload["type"],
+                "task_id": task.id,
+                "user_id": task.user_id,
+                "channel": channel,
+                "version": task.version,
+                "payload": payload,
+                "created_at": now,
+                "available_at": now,
+                "status": "pending",
+                "attempts": 0,
+            }
+        )
+    if not rows:
+        return []
+    # A Core insert: the rows are never read back here, so the unit of work has nothing to
+    # do. On PostgreSQL a statement trigger (migration 0004) sends the NOTIFY.
+    statement = insert(OUTBOX_TABLE)
+    if len(rows) == 1:
+        await session.execute(statement.values(**rows[0]))
+    else:
+        await session.execute(statement, rows)
     session.sync_session.info[_WRITTEN_KEY] = True
-    return event_id
+    return [row["event_id"] for row in rows]
 
 
 def add_commit_listener(listener: Callable[[], None]) -> None:

@@ -75,17 +75,27 @@ async def next_reminder_at(session: AsyncSession) -> datetime | None:
     return await session.scalar(select(func.min(col(Task.remind_at))).where(_ARMED))
 
 
-async def _lock_users(session: AsyncSession, user_ids: Sequence[str]) -> None:
-    """Serialise firings per user on PostgreSQL, so `seq` follows commit order.
+def _user_key(user_id: str) -> int:
+    return zlib.crc32(f"notification:{user_id}".encode())
 
-    Locks are taken in sorted order, so two schedulers never wait on each other in a cycle.
-    SQLite has one writer at a time: nothing to do.
-    """
+
+async def _lockable_users(session: AsyncSession, user_ids: Sequence[str]) -> set[str]:
+    """The users whose notifications this transaction may number (PostgreSQL: a per-user
+    advisory lock held to commit, so `seq` follows commit order; SQLite has one writer).
+
+    Try-locks, so two schedulers never wait on each other: a user another one is firing for
+    is left to the next round (its reminders stay armed)."""
     if session.get_bind().dialect.name != "postgresql":
-        return
-    for user_id in sorted(user_ids):
-        key = zlib.crc32(f"notification:{user_id}".encode())
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        return set(user_ids)
+    keys = {_user_key(user_id): user_id for user_id in user_ids}
+    rows = await session.execute(
+        text(
+            "SELECT key FROM unnest(CAST(:keys AS bigint[])) AS key"
+            " WHERE pg_try_advisory_xact_lock(key)"
+        ),
+        {"keys": sorted(keys)},
+    )
+    return {keys[int(str(row[0]))] for row in rows.all()}
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,10 @@ class Fired:
 
 
 async def fire_due(session: AsyncSession, *, batch_size: int) -> list[Fired]:
-    """Fire up to `batch_size` reminders whose time has come, in the caller's transaction."""
+    """Fire up to `batch_size` reminders whose time has come, in the caller's transaction.
+
+    A batch costs a fixed number of statements (plus two per conversation noted), not a
+    few per reminder: a minute with thousands due must drain in seconds."""
     now = utc_now()
     statement = (
         select(Task)
@@ -107,37 +120,38 @@ async def fire_due(session: AsyncSession, *, batch_size: int) -> list[Fired]:
     )
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(skip_locked=True, of=Task)
-    tasks = (await session.scalars(statement)).all()
+    claimed = (await session.scalars(statement)).all()
+    if not claimed:
+        return []
+    users = await _lockable_users(session, sorted({task.user_id for task in claimed}))
+    tasks = [task for task in claimed if task.user_id in users]
     if not tasks:
         return []
-    users = sorted({task.user_id for task in tasks})
-    await _lock_users(session, users)
-    last_seq: dict[str, int] = dict(
-        (
-            await session.execute(
-                select(col(Notification.user_id), func.max(col(Notification.seq)))
-                .where(col(Notification.user_id).in_(users))
-                .group_by(col(Notification.user_id))
-            )
-        ).all()
-    )
+    already = await _already_notified(session, tasks)
+    # Re-armed at an instant that already notified: disarmed, not told twice (no event
+    # either, or a push subscriber would deliver it again).
+    repeats = [task.id for task in tasks if (task.id, task.remind_at) in already]
+    if repeats:
+        await session.execute(
+            update(Task)
+            .where(col(Task.id).in_(repeats))
+            .values(reminded_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    firing = [task for task in tasks if (task.id, task.remind_at) not in already]
+    if not firing:
+        return []
+    await task_service.mark_reminded(session, firing, now)
+    last_seq = await _last_seqs(session, users)
     conversations = await _latest_conversations(session, users)
-    fired: list[Fired] = []
-    for task in tasks:
+    rows: list[Notification] = []
+    notes: dict[int, list[tuple[Notification, str]]] = {}
+    for task in firing:
         remind_at = task.remind_at
         assert remind_at is not None
         assert task.id is not None
-        already = await session.scalar(
-            select(col(Notification.id)).where(
-                col(Notification.task_id) == task.id, col(Notification.remind_at) == remind_at
-            )
-        )
-        await task_service.mark_reminded(session, task, now)
-        if already is not None:
-            continue  # fired before (re-armed at the same instant): once is enough
         late = now - remind_at > LATE_AFTER
-        seq = last_seq.get(task.user_id, 0) + 1
-        last_seq[task.user_id] = seq
+        last_seq[task.user_id] = seq = last_seq.get(task.user_id, 0) + 1
         notification = Notification(
             user_id=task.user_id,
             seq=seq,
@@ -149,24 +163,45 @@ async def fire_due(session: AsyncSession, *, batch_size: int) -> list[Fired]:
             fired_at=now,
             late=late,
         )
+        rows.append(notification)
         conversation_id = conversations.get(task.user_id)
         if conversation_id is not None:
-            message = await chat_service.add_message(
-                session,
-                conversation_id,
-                task.user_id,
-                "assistant",
-                reminder_text(task, remind_at=remind_at, late=late),
-            )
+            text_ = reminder_text(task, remind_at=remind_at, late=late)
+            notes.setdefault(conversation_id, []).append((notification, text_))
+    for conversation_id, said in notes.items():
+        messages = await chat_service.add_messages(
+            session, conversation_id, said[0][0].user_id, "assistant", [t for _, t in said]
+        )
+        for (notification, _), message in zip(said, messages, strict=True):
             notification.message_id = message.id
-        session.add(notification)
-        await session.flush()
-        assert notification.id is not None
-        fired.append(Fired(notification.id, task.user_id, task.id, late))
-    return fired
+    session.add_all(rows)
+    await session.flush()
+    return [Fired(row.id or 0, row.user_id, row.task_id, row.late) for row in rows]
 
 
-async def _latest_conversations(session: AsyncSession, users: Sequence[str]) -> dict[str, int]:
+async def _already_notified(
+    session: AsyncSession, tasks: Sequence[Task]
+) -> set[tuple[int | None, datetime | None]]:
+    statement = select(col(Notification.task_id), col(Notification.remind_at)).where(
+        col(Notification.task_id).in_([task.id for task in tasks])
+    )
+    wanted = {(task.id, task.remind_at) for task in tasks}
+    found: set[tuple[int | None, datetime | None]] = {
+        (row[0], row[1]) for row in (await session.execute(statement)).all()
+    }
+    return found & wanted
+
+
+async def _last_seqs(session: AsyncSession, users: set[str]) -> dict[str, int]:
+    statement = (
+        select(col(Notification.user_id), func.max(col(Notification.seq)))
+        .where(col(Notification.user_id).in_(sorted(users)))
+        .group_by(col(Notification.user_id))
+    )
+    return {str(row[0]): int(row[1]) for row in (await session.execute(statement)).all()}
+
+
+async def _latest_conversations(session: AsyncSession, users: set[str]) -> dict[str, int]:
     """Each user's most recently active conversation."""
     ranked = (
         select(
@@ -179,7 +214,7 @@ async def _latest_conversations(session: AsyncSession, users: Sequence[str]) -> 
             )
             .label("rank"),
         )
-        .where(col(Conversation.user_id).in_(users), col(Conversation.deleted_at).is_(None))
+        .where(col(Conversation.user_id).in_(sorted(users)), col(Conversation.deleted_at).is_(None))
         .subquery()
     )
     rows = await session.execute(select(ranked.c.user_id, ranked.c.id).where(ranked.c.rank == 1))

@@ -127,7 +127,8 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     text = last_event_id if last_event_id is not None else None
     if text is None:
         return after
-    if not text.strip().isdigit() or int(text) > MAX_SEQ:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²".
+    if not (text.isascii() and text.strip().isdigit()) or int(text) > MAX_SEQ:
         raise InvalidInput(
             "Last-Event-ID must be the id of an event this stream sent", code="invalid_event_id"
         )

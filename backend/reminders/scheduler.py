@@ -67,7 +67,9 @@ class Scheduler:
             fired = await self.run_once()
             if fired >= self.settings.reminders_batch_size:
                 return 0.0
-            delay = await self._delay()
+            # Due reminders a round did not fire are another scheduler's (locked): a short
+            # pause, not a spin against its locks.
+            delay = max(await self._delay(), min(self.settings.reminders_poll_seconds, 0.05))
         except Exception as exc:
             if not is_database_unavailable(exc):
                 logger.exception("The reminder scheduler failed a round; retrying")

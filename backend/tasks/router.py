@@ -130,7 +130,7 @@ async def delete_task(
         Literal["occurrence", "series"],
         Query(
             description="For a repeating task: `occurrence` deletes this one and the series "
-            "goes on with the next; `series` deletes every unfinished occurrence."
+            "goes on with the next; `series` deletes every occurrence, done ones too."
         ),
     ] = "occurrence",
 ) -> None:

@@ -17,7 +17,14 @@ from sqlmodel import col
 
 from backend.clock import utc_now
 from backend.errors import Conflict, InvalidInput, NotFound
-from backend.events.outbox import Channel, TaskAction, changes_between, record_task_event, snapshot
+from backend.events.outbox import (
+    Channel,
+    TaskAction,
+    changes_between,
+    record_task_event,
+    record_task_events,
+    snapshot,
+)
 from backend.models import Task, TaskTag
 from backend.reminders.recurrence import next_due
 from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate
@@ -120,25 +127,40 @@ def _arm(session: AsyncSession, task: Task) -> None:
         session.sync_session.info[_ARMED_KEY] = True
 
 
+def _whole_minutes_before(due: datetime | None, remind: datetime | None) -> int | None:
+    if due is None or remind is None or remind > due:
+        return None
+    gap = due - remind
+    return gap // timedelta(minutes=1) if gap % timedelta(minutes=1) == timedelta(0) else None
+
+
 def _settle_reminder(
-    session: AsyncSession, task: Task, sent: dict[str, Any], previous_remind_at: datetime | None
+    session: AsyncSession,
+    task: Task,
+    sent: dict[str, Any],
+    previous_remind_at: datetime | None,
+    previous_due: datetime | None,
 ) -> None:
-    """The reminder rules: an offset follows the due time, an absolute time replaces the
-    offset, and a reminder whose time changed fires again (re-armed)."""
-    if "remind_at" in sent and "remind_before_minutes" in sent:
-        if sent["remind_at"] is not None and sent["remind_before_minutes"] is not None:
-            raise InvalidInput(
-                "Send remind_at or remind_before_minutes, not both",
-                code="conflicting_reminder",
-            )
+    """The reminder rules: an offset follows the due time; an absolute time replaces the
+    offset, except on a repeating task, where the offset stays the series' rule and the
+    time applies to this occurrence (a snooze); a reminder whose time changed fires again."""
+    explicit = sent.get("remind_at") is not None
+    if explicit and sent.get("remind_before_minutes") is not None:
+        raise InvalidInput(
+            "Send remind_at or remind_before_minutes, not both", code="conflicting_reminder"
+        )
     if "remind_before_minutes" in sent:
         task.remind_before_minutes = sent["remind_before_minutes"]
         if sent["remind_before_minutes"] is None and "remind_at" not in sent:
             task.remind_at = None
     if "remind_at" in sent:
-        task.remind_at = sent["remind_at"]
-        if sent["remind_at"] is not None or "remind_before_minutes" not in sent:
+        if explicit and task.recurrence is not None:
+            if task.remind_before_minutes is None:
+                # Later occurrences keep reminding as far ahead as this one did.
+                task.remind_before_minutes = _whole_minutes_before(previous_due, previous_remind_at)
+        elif explicit or "remind_before_minutes" not in sent:
             task.remind_before_minutes = None
+        task.remind_at = sent["remind_at"]
     if task.remind_before_minutes is not None:
         if task.due_at is None:
             if "remind_before_minutes" in sent:
@@ -147,7 +169,7 @@ def _settle_reminder(
                     code="reminder_needs_due",
                 )
             task.remind_at = None
-        elif "remind_before_minutes" in sent or "due_at" in sent:
+        elif not explicit and ("remind_before_minutes" in sent or "due_at" in sent):
             task.remind_at = task.due_at - timedelta(minutes=task.remind_before_minutes)
     if task.remind_at != previous_remind_at:
         task.reminded_at = None
@@ -297,7 +319,7 @@ async def create_task(
         created_at=now,
         updated_at=now,
     )
-    _settle_reminder(session, task, data.model_dump(include=_REMINDER_FIELDS), None)
+    _settle_reminder(session, task, data.model_dump(include=_REMINDER_FIELDS), None, None)
     if task.recurrence is not None:
         _start_series(task, now)
     _set_tags(task, data.tags)
@@ -390,7 +412,7 @@ async def update_task(
     old_recurrence, old_due = task.recurrence, task.due_at
     for name, value in fields.items():
         setattr(task, name, value)
-    _settle_reminder(session, task, {**reminder, **_due_sent(fields)}, task.remind_at)
+    _settle_reminder(session, task, {**reminder, **_due_sent(fields)}, task.remind_at, old_due)
     if task.recurrence is not None and (
         task.recurrence != old_recurrence
         # The first occurrence is still where the series starts.
@@ -442,23 +464,35 @@ async def delete_task(
     """Soft delete: the task disappears from every read until restored.
 
     An unfinished occurrence of a repeating task is deleted as "this one": the series goes
-    on with its next occurrence. `scope="series"` deletes every live occurrence instead.
+    on with its next occurrence. `scope="series"` deletes every live occurrence instead,
+    done ones too (each can be restored).
     """
+    if scope == "series":
+        task = await _load(session, user_id, task_id)
+        if task.series_id is not None:
+            return await _delete_series(session, task, channel)
     task = await _load(session, user_id, task_id, for_change=True)
-    if scope == "series" and task.series_id is not None:
-        statement = (
-            _owned(user_id)
-            .where(col(Task.series_id) == task.series_id, col(Task.id) != task.id)
-            .order_by(col(Task.occurrence))
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        for sibling in (await session.scalars(statement)).all():
-            await _soft_delete(session, sibling, channel, "deleted")
-        return await _soft_delete(session, task, channel, "deleted")
     if task.recurrence is not None and not task.completed:
         await _spawn_next(session, task, channel)
     return await _soft_delete(session, task, channel, "deleted")
+
+
+async def _delete_series(session: AsyncSession, task: Task, channel: Channel) -> Task:
+    """Every live occurrence, done or not, locked in occurrence order (two series deletes
+    then queue instead of deadlocking)."""
+    statement = (
+        _owned(task.user_id)
+        .where(col(Task.series_id) == task.series_id)
+        .order_by(col(Task.occurrence))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    # An occurrence completed while this waits on its lock spawns one this query's snapshot
+    # did not see: query again until no live occurrence is left.
+    while occurrences := (await session.scalars(statement)).all():
+        for occurrence in occurrences:
+            await _soft_delete(session, occurrence, channel, "deleted")
+    return task
 
 
 async def _soft_delete(
@@ -493,7 +527,8 @@ async def snooze_reminder(
     if task.completed:
         raise TaskAlreadyCompleted(f"Task {task_id} is already done: no reminder to snooze")
     before = snapshot(task)
-    task.remind_at, task.reminded_at = until, None
+    _settle_reminder(session, task, {"remind_at": until}, task.remind_at, task.due_at)
+    task.reminded_at = None  # snoozed to the instant it already had: it fires again
     _arm(session, task)
     return await _record_change(session, task, before, channel)
 
@@ -507,11 +542,17 @@ async def stop_repeating(
     )
 
 
-async def mark_reminded(session: AsyncSession, task: Task, fired_at: datetime) -> Task:
-    """The scheduler's change: the reminder fired (the `reminder.due` event goes with it)."""
-    before = snapshot(task)
-    task.reminded_at = fired_at
-    return await _record_change(session, task, before, "scheduler", "reminder.due")
+async def mark_reminded(session: AsyncSession, tasks: Sequence[Task], fired_at: datetime) -> None:
+    """The scheduler's change: these tasks' reminders fired. One `reminder.due` event each,
+    written in one statement: a scheduler fires hundreds per transaction."""
+    changed: list[tuple[Task, dict[str, Any]]] = []
+    for task in tasks:
+        before = snapshot(task)
+        task.reminded_at = task.updated_at = fired_at
+        task.version += 1
+        changed.append((task, changes_between(before, snapshot(task))))
+    await session.flush()
+    await record_task_events(session, changed, "reminder.due", channel="scheduler")
 
 
 async def restore_task(

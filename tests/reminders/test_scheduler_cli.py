@@ -43,7 +43,9 @@ def _fired(database_url: str) -> int:
         database = Database(database_url)
         try:
             async with database.session_scope() as session:
-                return int(await session.scalar(select(func.count()).select_from(Notification)) or 0)
+                return int(
+                    await session.scalar(select(func.count()).select_from(Notification)) or 0
+                )
         finally:
             await database.dispose()
 
