@@ -38,10 +38,12 @@ from backend.tasks.schemas import (
     MAX_RECURRENCE,
     MAX_REMIND_BEFORE_MINUTES,
     MAX_SEARCH,
+    MAX_SNOOZE_MINUTES,
     MAX_TAG,
     MAX_TAGS,
     MAX_TASK_ID,
     MAX_TITLE,
+    Snooze,
     TaskCreate,
     TaskQuery,
     TaskUpdate,
@@ -429,9 +431,9 @@ class TaskTools:
     ) -> TaskChanged:
         """Change a task. Only the arguments you pass change; everything else stays as it is.
 
-        To snooze a reminder ("remind me again in 10 minutes") set remind_at to the new time:
-        a changed reminder fires again. recurrence='none' stops a task repeating (this
-        occurrence stays)."""
+        To snooze a reminder use snooze_reminder. A new remind_at on a repeating task sets how
+        long before its due time every occurrence reminds. recurrence='none' stops a task
+        repeating (this occurrence stays)."""
         changes: dict[str, Any] = {
             "title": title,
             "priority": priority,
@@ -460,6 +462,7 @@ class TaskTools:
                 task_id,
                 TaskUpdate.model_validate(changes),
                 channel=self.resolve_channel(),
+                zone=http_zone(),
             )
             return TaskChanged(task_id=task_id, status="updated", title=task.title)
 
@@ -546,6 +549,32 @@ class TaskTools:
             )
 
         return await self._run("skip_occurrence", skip)
+
+    async def snooze_reminder(
+        self,
+        task_id: TaskIdArg,
+        minutes: Annotated[
+            int | None,
+            Field(description="Remind again in this many minutes.", ge=1, le=MAX_SNOOZE_MINUTES),
+        ] = None,
+        until: Annotated[
+            AwareDatetime | None,
+            Field(description="Or remind again at this time (ISO 8601 with a UTC offset)."),
+        ] = None,
+    ) -> TaskView:
+        """Snooze a task's reminder ("snooze that for 10 minutes", "remind me again
+        tomorrow morning"): pass minutes or until, not both. It fires again then, even if it
+        fired already; a repeating task's later occurrences keep their usual reminder."""
+
+        async def snooze(session: AsyncSession, user_id: str) -> TaskView:
+            sent = {"minutes": minutes, "until": until}
+            when = Snooze.model_validate({k: v for k, v in sent.items() if v is not None})
+            task = await service.snooze_reminder(
+                session, user_id, task_id, when.moment(), channel=self.resolve_channel()
+            )
+            return TaskView.of(task)
+
+        return await self._run("snooze_reminder", snooze)
 
     async def list_notifications(
         self,

@@ -237,7 +237,7 @@ def test_bench_lists_every_benchmark() -> None:
     assert "chat_turn    What a chat turn costs" in result.stdout
     assert "mcp_call     What one MCP tool call costs" in result.stdout
     assert "events       Task events" in result.stdout
-    assert set(benchmarks()) == {"chat_turn", "mcp_call", "events"} == set(SMALL)
+    assert set(benchmarks()) == {"chat_turn", "mcp_call", "events", "reminders"} == set(SMALL)
 
 
 def test_bench_options_come_after_the_small_defaults_so_they_win() -> None:

@@ -78,6 +78,7 @@ TOOLS: Mapping[str, ToolSpec] = MappingProxyType(
                 "skip_occurrence", "Skipping this occurrence of task {task_id}…", idempotent=False
             ),
             _reads("list_notifications", "Checking your reminders…"),
+            _writes("snooze_reminder", "Snoozing the reminder of task {task_id}…"),
         )
     }
 )

@@ -87,7 +87,9 @@ async def _lockable_users(session: AsyncSession, user_ids: Sequence[str]) -> set
     is left to the next round (its reminders stay armed)."""
     if session.get_bind().dialect.name != "postgresql":
         return set(user_ids)
-    keys = {_user_key(user_id): user_id for user_id in user_ids}
+    keys: dict[int, list[str]] = {}
+    for user_id in user_ids:
+        keys.setdefault(_user_key(user_id), []).append(user_id)
     rows = await session.execute(
         text(
             "SELECT key FROM unnest(CAST(:keys AS bigint[])) AS key"
@@ -95,7 +97,8 @@ async def _lockable_users(session: AsyncSession, user_ids: Sequence[str]) -> set
         ),
         {"keys": sorted(keys)},
     )
-    return {keys[int(str(row[0]))] for row in rows.all()}
+    # Users whose keys collide share the lock: all of them are this round's, or none.
+    return {user_id for row in rows.all() for user_id in keys[int(str(row[0]))]}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 from sse_starlette import EventSourceResponse
 
 from backend.config import Settings
@@ -144,11 +145,8 @@ async def stream_notifications(
     user_id: PathUser,
     request: Request,
     last_event_id: Annotated[
-        str | None,
-        Header(
-            max_length=12,
-            description="Resume after this event (what the browser's EventSource sends).",
-        ),
+        Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")] | SkipJsonSchema[None],
+        Header(description="Resume after this event (what the browser's EventSource sends)."),
     ] = None,
     after: Annotated[
         int | None,
@@ -182,7 +180,9 @@ async def _events(
 
     notifications.add_fired_listener(on_fired)
     try:
-        yield {"event": "ready", "data": f'{{"after": {seq}}}'}
+        # With an id, a browser that reconnects before the first notification still resumes
+        # from here (EventSource sends the last id it saw).
+        yield {"id": str(seq), "event": "ready", "data": f'{{"after": {seq}}}'}
         while not await request.is_disconnected():
             wake.clear()
             async with database.session_scope() as session:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from backend.clock import utc_now
 from backend.deps import PathUser, ReadSession, WriteSession
 from backend.errors import ErrorBody, InvalidInput
 from backend.tasks import service
@@ -103,21 +101,33 @@ async def get_task(user_id: PathUser, session: ReadSession, task_id: TaskId) -> 
 
 @router.put("/{task_id}", response_model=TaskPublic)
 async def replace_task(
-    user_id: PathUser, session: WriteSession, task_id: TaskId, data: TaskReplace
+    user_id: PathUser,
+    session: WriteSession,
+    task_id: TaskId,
+    data: TaskReplace,
+    x_timezone: ZoneHeader = None,
 ) -> TaskPublic:
     """Replace every editable field of a task."""
     return TaskPublic.model_validate(
-        await service.replace_task(session, user_id, task_id, data, channel="rest")
+        await service.replace_task(
+            session, user_id, task_id, data, channel="rest", zone=_zone(x_timezone)
+        )
     )
 
 
 @router.patch("/{task_id}", response_model=TaskPublic)
 async def update_task(
-    user_id: PathUser, session: WriteSession, task_id: TaskId, changes: TaskUpdate
+    user_id: PathUser,
+    session: WriteSession,
+    task_id: TaskId,
+    changes: TaskUpdate,
+    x_timezone: ZoneHeader = None,
 ) -> TaskPublic:
     """Change only the fields sent."""
     return TaskPublic.model_validate(
-        await service.update_task(session, user_id, task_id, changes, channel="rest")
+        await service.update_task(
+            session, user_id, task_id, changes, channel="rest", zone=_zone(x_timezone)
+        )
     )
 
 
@@ -161,9 +171,8 @@ async def snooze_reminder(
     user_id: PathUser, session: WriteSession, task_id: TaskId, snooze: Snooze
 ) -> TaskPublic:
     """Remind again in `minutes`, or at `until`."""
-    until = snooze.until or utc_now() + timedelta(minutes=snooze.minutes or 0)
     return TaskPublic.model_validate(
-        await service.snooze_reminder(session, user_id, task_id, until, channel="rest")
+        await service.snooze_reminder(session, user_id, task_id, snooze.moment(), channel="rest")
     )
 
 

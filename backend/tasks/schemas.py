@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from backend.clock import utc_now
 from backend.models import Priority
 
 # The one home of the task input limits: REST schemas and MCP tool arguments both use them.
@@ -202,6 +203,13 @@ def normalise_recurrence(value: str | None) -> str | None:
     if text.lower() in SIMPLE_RECURRENCES:
         return text.lower()
     rule = text.upper().removeprefix("RRULE:")
+    # A part named twice counts once, with its last value, as dateutil reads it; stored so,
+    # the series code sees the rule that was checked.
+    parts: dict[str, str] = {}
+    for part in rule.split(";"):
+        name, _, value = part.partition("=")
+        parts[name] = value
+    rule = ";".join(f"{name}={value}" for name, value in parts.items())
     try:
         with warnings.catch_warnings():
             # COUNT with UNTIL: still accepted, only deprecated by dateutil.
@@ -270,6 +278,16 @@ TimeZoneName = Annotated[
     str, AfterValidator(_known_zone), Field(json_schema_extra=zone_enum, max_length=64)
 ]
 """An IANA zone name: where a repeating task keeps its wall-clock time across DST."""
+
+
+def _not_bool(value: Any) -> Any:
+    # JSON's false is no number of minutes (pydantic would read it as 0); 2.0 is one.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of minutes")
+    return value
+
+
+# The bounds come before the check, so the document shows them as minimum and maximum.
 RemindBefore = Annotated[
     int,
     Field(
@@ -277,15 +295,31 @@ RemindBefore = Annotated[
         le=MAX_REMIND_BEFORE_MINUTES,
         description="Remind this many minutes before the due time; the reminder moves with it.",
     ),
+    BeforeValidator(_not_bool),
 ]
+SnoozeMinutes = Annotated[int, Field(ge=1, le=MAX_SNOOZE_MINUTES), BeforeValidator(_not_bool)]
 
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A time and an offset in one body cannot both be the reminder (nulls are fine: they clear).
+_ONE_REMINDER: dict[str, Any] = {
+    "not": {
+        "required": ["remind_at", "remind_before_minutes"],
+        "properties": {
+            "remind_at": {"type": "string"},
+            "remind_before_minutes": {"type": "integer"},
+        },
+    }
+}
+
+
 class TaskCreate(_Input):
     """A new task. Only `title` is required."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_REMINDER)
 
     title: Title
     description: Description | None = None
@@ -323,6 +357,8 @@ def _not_null() -> Any:
 class TaskUpdate(_Input):
     """Only the fields sent are changed; `null` clears an optional field."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_REMINDER)
+
     title: Title | SkipJsonSchema[None] = _not_null()
     description: Description | None = None
     priority: Priority | SkipJsonSchema[None] = _not_null()
@@ -347,16 +383,24 @@ class CompletionChange(_Input):
 
 
 class Snooze(_Input):
-    """Re-arm a task's reminder: in so many minutes, or at a time."""
+    """Re-arm a task's reminder: in so many minutes, or at a time (exactly one of them)."""
 
-    minutes: int | None = Field(default=None, ge=1, le=MAX_SNOOZE_MINUTES)
-    until: UtcDatetime | None = None
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1}
+    )
+
+    minutes: SnoozeMinutes | SkipJsonSchema[None] = None
+    until: UtcDatetime | SkipJsonSchema[None] = _not_null()
 
     @model_validator(mode="after")
     def _one_of(self) -> Snooze:
         if (self.minutes is None) == (self.until is None):
             raise ValueError("send exactly one of minutes or until")
         return self
+
+    def moment(self) -> datetime:
+        """When to remind again; a time already past means now."""
+        return max(self.until or utc_now() + timedelta(minutes=self.minutes or 0), utc_now())
 
 
 SortField = Literal["created_at", "updated_at", "due_at", "remind_at", "priority", "title"]

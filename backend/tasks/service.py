@@ -11,7 +11,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, case, event, exists, false, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import Select
 from sqlmodel import col
 
@@ -86,9 +86,12 @@ def _wake_schedulers(session: Session) -> None:
             listener()
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_armed(session: Session) -> None:
-    session.info.pop(_ARMED_KEY, None)
+@event.listens_for(Session, "after_transaction_end")
+def _forget_armed(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction only: a savepoint rolled back (a spawn that lost its race)
+    # leaves the rest of the transaction's reminders armed.
+    if transaction.parent is None:
+        session.info.pop(_ARMED_KEY, None)
 
 
 def _owned(user_id: str, *, include_deleted: bool = False) -> Select[Task]:
@@ -140,10 +143,13 @@ def _settle_reminder(
     sent: dict[str, Any],
     previous_remind_at: datetime | None,
     previous_due: datetime | None,
+    *,
+    snooze: bool = False,
 ) -> None:
-    """The reminder rules: an offset follows the due time; an absolute time replaces the
-    offset, except on a repeating task, where the offset stays the series' rule and the
-    time applies to this occurrence (a snooze); a reminder whose time changed fires again."""
+    """The reminder rules: an offset follows the due time, and is what a repeating task's
+    next occurrence keeps. An absolute time replaces the offset; on a repeating task it
+    becomes the offset (its distance before the due time), except in a snooze, which moves
+    this occurrence's reminder only. A reminder whose time changed fires again."""
     explicit = sent.get("remind_at") is not None
     if explicit and sent.get("remind_before_minutes") is not None:
         raise InvalidInput(
@@ -154,21 +160,18 @@ def _settle_reminder(
         if sent["remind_before_minutes"] is None and "remind_at" not in sent:
             task.remind_at = None
     if "remind_at" in sent:
-        if explicit and task.recurrence is not None:
+        if snooze:
             if task.remind_before_minutes is None:
                 # Later occurrences keep reminding as far ahead as this one did.
                 task.remind_before_minutes = _whole_minutes_before(previous_due, previous_remind_at)
+        elif explicit and task.recurrence is not None:
+            task.remind_before_minutes = _whole_minutes_before(task.due_at, sent["remind_at"])
         elif explicit or "remind_before_minutes" not in sent:
             task.remind_before_minutes = None
         task.remind_at = sent["remind_at"]
     if task.remind_before_minutes is not None:
         if task.due_at is None:
-            if "remind_before_minutes" in sent:
-                raise InvalidInput(
-                    "A reminder before the due time needs a due time (due_at)",
-                    code="reminder_needs_due",
-                )
-            task.remind_at = None
+            task.remind_at = None  # the offset waits for a due time
         elif not explicit and ("remind_before_minutes" in sent or "due_at" in sent):
             task.remind_at = task.due_at - timedelta(minutes=task.remind_before_minutes)
     if task.remind_at != previous_remind_at:
@@ -189,8 +192,6 @@ def _reminder_offset(task: Task) -> timedelta | None:
     """How long before its due time the task reminds; kept by the next occurrence."""
     if task.remind_before_minutes is not None:
         return timedelta(minutes=task.remind_before_minutes)
-    if task.remind_at is not None and task.due_at is not None:
-        return task.due_at - task.remind_at
     return None
 
 
@@ -203,13 +204,19 @@ async def _spawn_next(session: AsyncSession, task: Task, channel: Channel) -> Ta
     if task.series_id is None:  # repeating since before series existed
         _start_series(task, now)
     anchor = task.series_start_at or task.due_at or task.created_at
-    due = next_due(
-        task.recurrence,
-        anchor=anchor,
-        zone=task.time_zone or DEFAULT_ZONE,
-        current_due=task.due_at,
-        now=now,
-    )
+    try:
+        due = next_due(
+            task.recurrence,
+            anchor=anchor,
+            zone=task.time_zone or DEFAULT_ZONE,
+            current_due=task.due_at,
+            now=now,
+        )
+    except ValueError as exc:
+        raise InvalidInput(
+            f"Task {task.id} repeats by a rule that cannot be followed: {exc}",
+            code="invalid_recurrence",
+        ) from exc
     if due is None:
         return None
     if await _next_occurrence(session, task) is not None:
@@ -399,9 +406,16 @@ async def list_tasks(session: AsyncSession, user_id: str, query: TaskQuery) -> T
 
 
 async def update_task(
-    session: AsyncSession, user_id: str, task_id: int, changes: TaskUpdate, *, channel: Channel
+    session: AsyncSession,
+    user_id: str,
+    task_id: int,
+    changes: TaskUpdate,
+    *,
+    channel: Channel,
+    zone: str | None = None,
 ) -> Task:
-    """Change only the fields that were sent."""
+    """Change only the fields that were sent; `zone` (the caller's) is the one a task that
+    starts repeating keeps, when neither the task nor the change names one."""
     task = await _load(session, user_id, task_id, for_change=True)
     before = snapshot(task)
     fields = changes.model_dump(exclude_unset=True)
@@ -418,7 +432,11 @@ async def update_task(
         # The first occurrence is still where the series starts.
         or (task.due_at != old_due and task.occurrence == 1)
     ):
+        task.time_zone = task.time_zone or zone
         _start_series(task, utc_now())
+        if old_recurrence is None and task.remind_before_minutes is None:
+            # Its reminder becomes the series' rule: as far before each due time.
+            task.remind_before_minutes = _whole_minutes_before(task.due_at, task.remind_at)
     if completed is not None:
         _apply_completion(task, completed)
     return await _record_change(session, task, before, channel)
@@ -429,13 +447,19 @@ def _due_sent(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 async def replace_task(
-    session: AsyncSession, user_id: str, task_id: int, data: TaskReplace, *, channel: Channel
+    session: AsyncSession,
+    user_id: str,
+    task_id: int,
+    data: TaskReplace,
+    *,
+    channel: Channel,
+    zone: str | None = None,
 ) -> Task:
     """Set every editable field; omitted ones return to their defaults."""
     # A zone is kept, not reset: the task's repeats and reminder texts stay in it.
     fields = data.model_dump(exclude={"time_zone"} if data.time_zone is None else set())
     changes = TaskUpdate.model_validate(fields)
-    return await update_task(session, user_id, task_id, changes, channel=channel)
+    return await update_task(session, user_id, task_id, changes, channel=channel, zone=zone)
 
 
 async def set_completion(
@@ -472,7 +496,7 @@ async def delete_task(
         if task.series_id is not None:
             return await _delete_series(session, task, channel)
     task = await _load(session, user_id, task_id, for_change=True)
-    if task.recurrence is not None and not task.completed:
+    if scope == "occurrence" and task.recurrence is not None and not task.completed:
         await _spawn_next(session, task, channel)
     return await _soft_delete(session, task, channel, "deleted")
 
@@ -515,6 +539,8 @@ async def skip_occurrence(
         raise TaskAlreadyCompleted(f"Task {task_id} is already done: nothing to skip")
     # Reopened after completing, an occurrence already has its successor.
     successor = await _spawn_next(session, task, channel) or await _next_occurrence(session, task)
+    if successor is not None and successor.deleted_at is not None:
+        successor = None
     skipped = await _soft_delete(session, task, channel, "skipped")
     return SkipResult(skipped=skipped, next=successor)
 
@@ -526,8 +552,10 @@ async def snooze_reminder(
     task = await _load(session, user_id, task_id, for_change=True)
     if task.completed:
         raise TaskAlreadyCompleted(f"Task {task_id} is already done: no reminder to snooze")
+    # A time already past means now (never an instant that may have notified already).
+    until = max(until, utc_now())
     before = snapshot(task)
-    _settle_reminder(session, task, {"remind_at": until}, task.remind_at, task.due_at)
+    _settle_reminder(session, task, {"remind_at": until}, task.remind_at, task.due_at, snooze=True)
     task.reminded_at = None  # snoozed to the instant it already had: it fires again
     _arm(session, task)
     return await _record_change(session, task, before, channel)

@@ -52,6 +52,8 @@ def _tools(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return {"notifications": [row], "unread": 1}
     if name == "update_task":
         return {"task_id": arguments["task_id"], "status": "updated", "title": "Call mom"}
+    if name == "snooze_reminder":
+        return {**CALL_MOM, "remind_at": arguments["until"], "reminded": False}
     raise AssertionError(f"unexpected tool {name}")
 
 
@@ -96,7 +98,7 @@ def test_snooze_the_reminder_that_fired(text: str, remind_at: str, said: str) ->
     reply, calls = _turn(history, text)
     assert calls == [
         ("list_tasks", {"search": "Call mom", "status": "pending"}),
-        ("update_task", {"task_id": 7, "remind_at": remind_at}),
+        ("snooze_reminder", {"task_id": 7, "until": remind_at}),
     ]
     assert "Snoozed #7 'Call mom'" in reply
     assert said in reply
@@ -104,7 +106,7 @@ def test_snooze_the_reminder_that_fired(text: str, remind_at: str, said: str) ->
 
 def test_a_reminder_before_any_message_is_read() -> None:
     reply, calls = _turn([FIRED], "snooze that for 10 minutes")
-    assert [name for name, _ in calls] == ["list_tasks", "update_task"]
+    assert [name for name, _ in calls] == ["list_tasks", "snooze_reminder"]
     assert "again at 10:10 AM today" in reply
 
 
@@ -112,7 +114,7 @@ def test_without_a_reminder_note_the_latest_notification_is_snoozed() -> None:
     reply, calls = _turn([], "snooze that for 10 minutes")
     assert calls == [
         ("list_notifications", {"limit": 1}),
-        ("update_task", {"task_id": 7, "remind_at": "2026-11-30T10:10:00+01:00"}),
+        ("snooze_reminder", {"task_id": 7, "until": "2026-11-30T10:10:00+01:00"}),
     ]
     assert "Snoozed #7" in reply
 

@@ -54,6 +54,7 @@ def test_the_table_derives_scope_and_hints_from_whether_a_tool_changes_tasks() -
         "task_history",
         "skip_occurrence",
         "list_notifications",
+        "snooze_reminder",
     }
     assert WRITE_TOOLS == set(TOOLS) - {
         "list_tasks",

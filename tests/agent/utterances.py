@@ -1556,7 +1556,7 @@ def _reminders() -> list[Case]:
             seed=(Seed("Call mom", due=five_pm, remind_at="2026-11-30T09:55:00+01:00"),),
             calls=(
                 Call(L, {"search": "call mom", "status": "pending"}),
-                Call(U, {"task_id": Ref(0), "remind_at": "2026-11-30T10:10:00+01:00"}),
+                Call("snooze_reminder", {"task_id": Ref(0), "until": "2026-11-30T10:10:00+01:00"}),
             ),
             tasks=(Expect("Call mom", remind="2026-11-30T10:10:00+01:00"),),
             count=1,

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from backend.clock import clock as the_clock
 from backend.clock import utc_now
 from backend.db import Database
 from backend.events.outbox import EVENT_TYPE_PREFIX, TASK_ACTIONS, event_type
@@ -62,6 +63,11 @@ def edit(**fields: Any) -> Change:
     return change
 
 
+async def _fire_two_minutes_later(session: AsyncSession, _task_id: int) -> None:
+    the_clock.advance(timedelta(minutes=2))
+    await notifications.fire_due(session, batch_size=10)
+
+
 async def every_kind_of_change(database: Database) -> list[int]:
     """Each action, through each channel, with every field changed at least once."""
     due = utc_now() + timedelta(days=2)
@@ -81,8 +87,10 @@ async def every_kind_of_change(database: Database) -> list[int]:
         lambda s, t: service.restore_task(s, "alice", t, channel="rest"),
         lambda s, t: service.restore_task(s, "alice", t, channel="rest"),  # no-op
         lambda s, t: service.set_completion(s, "alice", t, False, channel="rest"),
-        lambda s, t: service.snooze_reminder(s, "alice", t, utc_now(), channel="rest"),
-        lambda s, t: notifications.fire_due(s, batch_size=10),
+        lambda s, t: service.snooze_reminder(
+            s, "alice", t, utc_now() + timedelta(minutes=1), channel="rest"
+        ),
+        _fire_two_minutes_later,
         edit(recurrence="daily"),
         lambda s, t: service.skip_occurrence(s, "alice", t, channel="chat"),
     ]

@@ -48,6 +48,7 @@ TOOL_NAMES = frozenset(
         "task_history",
         "skip_occurrence",
         "list_notifications",
+        "snooze_reminder",
     }
 )
 ID_TOOLS = (
@@ -59,6 +60,7 @@ ID_TOOLS = (
     "restore_task",
     "task_history",
     "skip_occurrence",
+    "snooze_reminder",
 )
 WRITE_TOOLS = (
     "add_task",
@@ -72,9 +74,11 @@ WRITE_TOOLS = (
 
 def id_tool_arguments(tool: str, task_id: int) -> dict[str, Any]:
     """The smallest valid arguments for a tool that takes a task id."""
-    return (
-        {"task_id": task_id, "title": "hijacked"} if tool == "update_task" else {"task_id": task_id}
-    )
+    extra: dict[str, dict[str, Any]] = {
+        "update_task": {"title": "hijacked"},
+        "snooze_reminder": {"minutes": 10},
+    }
+    return {"task_id": task_id, **extra.get(tool, {})}
 
 
 def rpc_call(name: str, arguments: dict[str, Any], request_id: int = 1) -> dict[str, Any]:

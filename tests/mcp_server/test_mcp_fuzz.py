@@ -103,6 +103,8 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "has_reminder": st.booleans(),
     "scope": st.sampled_from(["occurrence", "series"]),
     "unread_only": st.booleans(),
+    "minutes": _often(st.integers(min_value=1, max_value=40320), INTS),
+    "until": TIMES,
 }
 # Each tool's own parameters, read from the tool functions so the fuzzer follows the schema.
 PARAMETERS = {

@@ -15,6 +15,7 @@ from tests.mcp_server.conftest import (
     TOOL_NAMES,
     Connector,
     McpUser,
+    id_tool_arguments,
     task_row,
     task_rows,
 )
@@ -86,6 +87,7 @@ async def test_tool_annotations_tell_clients_which_tools_only_read_and_which_des
         "task_history": (True, False, True),
         "skip_occurrence": (False, False, False),
         "list_notifications": (True, False, True),
+        "snooze_reminder": (False, False, True),
     }
     async with connect("alice") as alice:
         tools = (await alice.session.list_tools()).tools
@@ -341,9 +343,7 @@ async def test_every_id_tool_names_the_missing_task(
 ) -> None:
     async with connect("alice") as alice:
         for tool in ID_TOOLS:
-            arguments: dict[str, Any] = {"task_id": 424242}
-            if tool == "update_task":
-                arguments["title"] = "New title"
+            arguments = id_tool_arguments(tool, 424242)
             with subtests.test(tool):
                 message = await alice.fail(tool, **arguments)
                 assert message == f"Error executing tool {tool}: Task 424242 not found"

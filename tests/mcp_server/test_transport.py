@@ -281,7 +281,7 @@ async def test_stdio_server_acts_for_the_user_named_in_todo_user_id(
         stderr = errors.read()
         errors.close()
 
-    assert len(names) == 11, stderr
+    assert len(names) == 12, stderr
     assert [task["title"] for task in listed["tasks"]] == ["Over stdio"]
     assert missing.is_error
     assert result_text(missing).endswith("Task 999999 not found")

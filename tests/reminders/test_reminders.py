@@ -79,21 +79,18 @@ async def test_an_offset_follows_the_due_time(database: Database, frozen: Clock)
     assert redated.remind_at == due  # an absolute reminder stays where it was put
 
 
-async def test_conflicting_and_dateless_reminders_are_refused(
+async def test_conflicting_reminders_are_refused_and_an_offset_waits_for_a_due_time(
     database: Database, frozen: Clock
 ) -> None:
     now = frozen.now()
     with pytest.raises(InvalidInput) as both:
         await create(database, title="x", due_at=now, remind_at=now, remind_before_minutes=5)
     assert both.value.code == "conflicting_reminder"
-    with pytest.raises(InvalidInput) as dateless:
-        await create(database, title="x", remind_before_minutes=5)
-    assert dateless.value.code == "reminder_needs_due"
 
-    task = await create(database, title="x")
-    with pytest.raises(InvalidInput) as later:
-        await update(database, task.id, remind_before_minutes=5)
-    assert later.value.code == "reminder_needs_due"
+    dateless = await create(database, title="x", remind_before_minutes=5)
+    assert (dateless.remind_before_minutes, dateless.remind_at) == (5, None)
+    dated = await update(database, dateless.id, due_at=now + HOUR)
+    assert dated.remind_at == now + HOUR - 5 * MINUTE
 
 
 async def test_rest_reminder_errors_are_422(client: httpx.AsyncClient, frozen: Clock) -> None:
@@ -104,10 +101,6 @@ async def test_rest_reminder_errors_are_422(client: httpx.AsyncClient, frozen: C
         headers=auth(ALICE),
     )
     assert (both.status_code, both.json()["code"]) == (422, "conflicting_reminder")
-    dateless = await client.post(
-        f"/api/{ALICE}/tasks", json={"title": "x", "remind_before_minutes": 5}, headers=auth(ALICE)
-    )
-    assert (dateless.status_code, dateless.json()["code"]) == (422, "reminder_needs_due")
 
 
 async def test_a_changed_reminder_is_armed_again(database: Database, frozen: Clock) -> None:
@@ -197,38 +190,61 @@ async def test_a_snoozed_repeat_keeps_its_reminder_offset_for_the_next_occurrenc
     assert successor.remind_at == due + 23 * HOUR
 
 
-@pytest.mark.parametrize("offset", ["absolute", "remind_before_minutes"])
-async def test_a_new_remind_at_on_a_repeat_is_for_this_occurrence_only(
-    client: httpx.AsyncClient, database: Database, frozen: Clock, offset: str
+@pytest.mark.parametrize("reminder", ["absolute", "remind_before_minutes"])
+async def test_a_repeats_reminder_rule_is_its_distance_before_the_due_time(
+    client: httpx.AsyncClient, database: Database, frozen: Clock, reminder: str
 ) -> None:
-    """What the assistant does to snooze (update_task remind_at): later occurrences still
-    remind an hour before their due time, however the reminder was set."""
+    """A new remind_at on a repeating task sets how far ahead every occurrence reminds; a
+    snooze moves this occurrence's reminder only."""
     due = frozen.now() + 2 * HOUR
-    reminder = (
+    first = (
         {"remind_at": (due - HOUR).isoformat()}
-        if offset == "absolute"
+        if reminder == "absolute"
         else {"remind_before_minutes": 60}
     )
     created = await client.post(
         f"/api/{ALICE}/tasks",
-        json={"title": "Pills", "due_at": due.isoformat(), "recurrence": "daily", **reminder},
+        json={"title": "Pills", "due_at": due.isoformat(), "recurrence": "daily", **first},
         headers=auth(ALICE),
     )
     task_id = created.json()["id"]
-    later = due + 10 * MINUTE
+    assert created.json()["remind_before_minutes"] == 60
+    snoozed = await client.post(
+        f"/api/{ALICE}/tasks/{task_id}/snooze", json={"minutes": 150}, headers=auth(ALICE)
+    )
+    assert snoozed.json()["remind_before_minutes"] == 60  # past the due time: this one only
     patched = await client.patch(
         f"/api/{ALICE}/tasks/{task_id}",
-        json={"remind_at": later.isoformat()},
+        json={"remind_at": (due - 30 * MINUTE).isoformat()},
         headers=auth(ALICE),
     )
     assert patched.status_code == 200, patched.text
-    assert patched.json()["remind_at"] == later.isoformat().replace("+00:00", "Z")
-    assert patched.json()["remind_before_minutes"] == 60
+    assert patched.json()["remind_before_minutes"] == 30
 
     await client.patch(f"/api/{ALICE}/tasks/{task_id}/complete", headers=auth(ALICE))
     successor = (await series(database, (await stored(database, task_id)).series_id))[1]
     assert successor.due_at == due + 24 * HOUR
-    assert successor.remind_at == due + 23 * HOUR
+    assert successor.remind_at == due + 24 * HOUR - 30 * MINUTE
+
+
+async def test_a_snooze_to_a_time_already_past_reminds_now(
+    client: httpx.AsyncClient, database: Database, frozen: Clock
+) -> None:
+    created = await client.post(
+        f"/api/{ALICE}/tasks",
+        json={"title": "Call", "remind_at": frozen.now().isoformat()},
+        headers=auth(ALICE),
+    )
+    assert len(await fire(database)) == 1
+    frozen.advance(MINUTE)
+    snoozed = await client.post(
+        f"/api/{ALICE}/tasks/{created.json()['id']}/snooze",
+        json={"until": (frozen.now() - HOUR).isoformat()},
+        headers=auth(ALICE),
+    )
+    assert snoozed.status_code == 200, snoozed.text
+    assert snoozed.json()["remind_at"] == frozen.now().isoformat().replace("+00:00", "Z")
+    assert len(await fire(database)) == 1  # a second notification, not a silent disarm
 
 
 async def test_a_new_remind_at_on_a_plain_task_replaces_its_offset(

@@ -501,6 +501,7 @@ async def test_replace_resets_every_omitted_field_to_its_default(database: Datab
         "tags": [],
         "due_at": None,
         "remind_at": None,
+        "remind_before_minutes": None,
         "recurrence": None,
         "completed": False,
         "completed_at": None,

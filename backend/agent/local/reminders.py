@@ -230,10 +230,10 @@ def run_snooze(intent: SnoozeIntent, script: Script, env: Env) -> Outcome:
     else:
         minutes = intent.minutes or DEFAULT_SNOOZE_MINUTES
         remind_at = (env.clock.now + timedelta(minutes=minutes)).isoformat(timespec="seconds")
-    result = script.call("update_task", task_id=task["id"], remind_at=remind_at)
+    result = script.call("snooze_reminder", task_id=task["id"], until=remind_at)
     if not result.ok or result.data is None:
         return Outcome([not_found(result) or f"I couldn't snooze it: {error_text(result)}"])
-    label = quoted(result.data.get("task_id"), result.data.get("title"))
+    label = quoted(result.data.get("id"), result.data.get("title"))
     moment = remind_time(remind_at, env.clock)
     return Outcome(
         [f"Snoozed {label}: I'll remind you again {moment}."],
