@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from backend.events.outbox import (
 from backend.models import Task, TaskTag
 from backend.reminders.recurrence import next_due
 from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ZONE = "UTC"
 DeleteScope = Literal["occurrence", "series"]
@@ -212,11 +215,13 @@ async def _spawn_next(session: AsyncSession, task: Task, channel: Channel) -> Ta
             current_due=task.due_at,
             now=now,
         )
-    except ValueError as exc:
-        raise InvalidInput(
-            f"Task {task.id} repeats by a rule that cannot be followed: {exc}",
-            code="invalid_recurrence",
-        ) from exc
+    except (ValueError, IndexError, OverflowError) as exc:
+        # A rule the schema accepts but dateutil cannot step through (it raises IndexError
+        # on some BYWEEKNO/BYYEARDAY mixes): the completion stands, the series ends here.
+        logger.warning(
+            "Task %s: no next occurrence of %r (%s)", task.id, task.recurrence, repr(exc)
+        )
+        return None
     if due is None:
         return None
     if await _next_occurrence(session, task) is not None:

@@ -436,3 +436,25 @@ async def test_deleting_the_series_while_an_occurrence_is_completed_leaves_nothi
     occurrences = await series(database, first.series_id)
     assert len(occurrences) == 3
     assert await live_tasks(database) == []
+
+
+async def test_a_rule_dateutil_cannot_step_through_ends_the_series_instead_of_failing(
+    client: httpx.AsyncClient, database: Database, frozen: Clock
+) -> None:
+    # Found by schemathesis: dateutil raises IndexError stepping through this accepted rule.
+    rule = (
+        "WKST=SA;BYYEARDAY=9,-1;BYWEEKNO=-18,-36,51,-37,-52,+50,36,+51;FREQ=YEARLY;"
+        "INTERVAL=494000;BYDAY=FR,TH,45TU;BYMONTH=10,12,6,12,12,2"
+    )
+    created = await client.post(
+        f"/api/{ALICE}/tasks", json={"title": "Odd", "recurrence": rule}, headers=auth(ALICE)
+    )
+    assert created.status_code == 201, created.text
+    done = await client.patch(
+        f"/api/{ALICE}/tasks/{created.json()['id']}",
+        json={"completed": True},
+        headers=auth(ALICE),
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["completed"] is True
+    assert [task.title for task in await live_tasks(database)] == ["Odd"]
