@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from backend.models import Task
+from backend.models import Notification, Task
 
 
 class TaskView(BaseModel):
@@ -96,6 +96,20 @@ class NotificationView(BaseModel):
     fired_at: datetime
     late: bool = Field(description="Fired late (the service was down at its time).")
     read: bool
+
+    @classmethod
+    def of(cls, row: Notification) -> NotificationView:
+        assert row.id is not None
+        return cls(
+            id=row.id,
+            task_id=row.task_id,
+            title=row.title,
+            due_at=row.due_at,
+            remind_at=row.remind_at,
+            fired_at=row.fired_at,
+            late=row.late,
+            read=row.read_at is not None,
+        )
 
 
 class NotificationList(BaseModel):

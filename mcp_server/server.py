@@ -590,19 +590,7 @@ class TaskTools:
             page, _total, unread = await notifications.list_notifications(
                 session, user_id, unread_only=unread_only, limit=limit, offset=0
             )
-            views = [
-                NotificationView(
-                    id=row.id or 0,
-                    task_id=row.task_id,
-                    title=row.title,
-                    due_at=row.due_at,
-                    remind_at=row.remind_at,
-                    fired_at=row.fired_at,
-                    late=row.late,
-                    read=row.read_at is not None,
-                )
-                for row in page
-            ]
+            views = [NotificationView.of(row) for row in page]
             return NotificationList(notifications=views, unread=unread)
 
         return await self._run("list_notifications", run_list)

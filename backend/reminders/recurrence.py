@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrulebase, rrulestr
 
-__all__ = ["first_due_on_or_after", "next_due"]
+__all__ = ["next_due"]
 
 _SIMPLE = {"daily": "FREQ=DAILY", "weekly": "FREQ=WEEKLY", "monthly": "FREQ=MONTHLY"}
 # Offsets never change by more than a day at once (Samoa 2011 is the largest jump), so a local
@@ -71,21 +71,6 @@ def next_due(
     if current_due is not None:
         threshold = max(threshold, _utc(current_due, "current_due"))
     return _Series(recurrence, anchor, zone).first_after(threshold)
-
-
-def first_due_on_or_after(recurrence: str, *, anchor: datetime, zone: str) -> datetime | None:
-    """The first occurrence at or after the anchor (the anchor itself when it matches the rule).
-
-    dateutil yields DTSTART only when it matches the rule: a weekly-on-Monday series anchored on
-    a Wednesday starts on the Monday after.
-    """
-    series = _Series(recurrence, anchor, zone)
-    start = series.anchor.replace(microsecond=0)
-    # Compared on the local time so that an anchor in the second of two ambiguous hours is
-    # still its own first occurrence.
-    if series.is_occurrence():
-        return start
-    return series.first_after(start - timedelta(seconds=1))
 
 
 def _utc(value: datetime, name: str) -> datetime:
@@ -201,10 +186,6 @@ class _Series:
                 return start
             return start.replace(year=start.year + skip, month=1, day=1)
         return start
-
-    def is_occurrence(self) -> bool:
-        rule, shift = self._rule(self.start, self.start)
-        return rule.after(self.start + shift, inc=True) == self.start + shift
 
     def first_after(self, threshold: datetime) -> datetime | None:
         lower = self._naive(threshold) - _MARGIN

@@ -10,7 +10,7 @@ from dateutil.rrule import rrulestr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.reminders.recurrence import first_due_on_or_after, next_due
+from backend.reminders.recurrence import next_due
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"
@@ -82,7 +82,6 @@ def test_an_ambiguous_time_takes_the_earlier_instant_once() -> None:
 
 def test_an_anchor_in_the_second_ambiguous_hour() -> None:
     anchor = at(NY, 2030, 11, 3, 1, 30, fold=1)
-    assert first_due_on_or_after("daily", anchor=anchor, zone=NY) == anchor
     assert after("daily", anchor, anchor, NY, current_due=anchor) == at(NY, 2030, 11, 4, 1, 30)
 
 
@@ -240,29 +239,12 @@ def test_a_rule_that_never_matches_again_ends_quickly() -> None:
     assert after("FREQ=HOURLY;BYMONTH=4;BYMONTHDAY=31", anchor, now, BERLIN) is None
 
 
-def test_first_due_on_or_after() -> None:
-    wednesday = at(BERLIN, 2030, 1, 2, 9)
-    assert first_due_on_or_after("FREQ=WEEKLY;BYDAY=MO", anchor=wednesday, zone=BERLIN) == at(
-        BERLIN, 2030, 1, 7, 9
-    )
-    assert first_due_on_or_after("daily", anchor=wednesday, zone=BERLIN) == wednesday
-    assert first_due_on_or_after("FREQ=WEEKLY;BYDAY=WE", anchor=wednesday, zone=BERLIN) == (
-        wednesday
-    )
-    with_micros = wednesday + timedelta(microseconds=5)
-    assert first_due_on_or_after("daily", anchor=with_micros, zone=BERLIN) == wednesday
-    assert (
-        first_due_on_or_after("FREQ=DAILY;UNTIL=20300101T000000", anchor=wednesday, zone=BERLIN)
-        is None
-    )
-
-
 def test_bad_input_is_a_value_error() -> None:
     anchor = at(BERLIN, 2030, 1, 1, 9)
     with pytest.raises(ValueError, match="time zone"):
         after("daily", anchor, anchor, "Mars/Olympus_Mons")
     with pytest.raises(ValueError, match="time zone"):
-        first_due_on_or_after("daily", anchor=anchor, zone="../etc/passwd")
+        after("daily", anchor, anchor, "../etc/passwd")
     with pytest.raises(ValueError, match="aware"):
         after("daily", anchor, datetime(2030, 1, 2), BERLIN)
     with pytest.raises(ValueError, match="aware"):
