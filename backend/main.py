@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings.database_url)
+        database = Database.for_server(settings)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(database.dispose)
             if settings.events_relay:
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 settings, jwks, None if jwks else shared_secret_config(settings)
             )
             runtime = AgentRuntime.create(settings, model)
+            stack.push_async_callback(runtime.aclose)
             app.state.turns = TurnRunner(database, runtime)
             app.state.chatkit = TodoChatKitServer(app.state.turns)
             await app.state.turns.close_stale_runs()

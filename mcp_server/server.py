@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -59,6 +61,8 @@ from mcp_server.schemas import (
     TaskList,
     TaskView,
 )
+
+SERVER_VERSION = "0.1.0"
 
 INSTRUCTIONS = """Manage the signed-in user's todo list. Every tool acts only on that user's tasks.
 Find a task's id with list_tasks (use `search` with words from its title) before changing it.
@@ -603,6 +607,21 @@ class TaskTools:
         ]
 
 
+def versioned(release: str, tools: list[Tool]) -> str:
+    """The release with a digest of the tool list as its local part ("0.1.0+tools.1a2b3c4d").
+
+    The server stamps its version on every result, so a client that keeps the tool list
+    (the API does) sees a changed list on its next call, whether or not the release moved.
+    """
+    described = [
+        tool.model_dump(mode="json", include={"name", "description", "parameters", "annotations"})
+        | {"output": tool.output_schema}
+        for tool in tools
+    ]
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    return f"{release}+tools.{digest[:12]}"
+
+
 def _quietly(build: Callable[[], MCPServer]) -> MCPServer:
     """Build the server without letting the SDK reconfigure the root logger."""
     root = logging.getLogger()
@@ -621,7 +640,7 @@ def build_server(settings: Settings, database: Database, resolve_user: UserResol
         lambda: MCPServer(
             "todo-assistant",
             instructions=INSTRUCTIONS,
-            version="0.1.0",
+            version=versioned(SERVER_VERSION, tools),
             tools=tools,
             token_verifier=McpTokenVerifier(mcp_token_config(settings)) if http else None,
             auth=AuthSettings(
@@ -657,7 +676,7 @@ def _advertise_all_scopes(server: MCPServer, app: Starlette) -> None:
 
 def create_http_app(settings: Settings) -> Starlette:
     """The streamable-HTTP ASGI app: stateless, JSON responses, bearer auth, Host/Origin checks."""
-    database = Database(settings.database_url)
+    database = Database.for_server(settings)
     server = build_server(settings, database, http_user)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,

@@ -7,33 +7,37 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx2
 from agents import (
     Agent,
+    AgentBase,
     Model,
     ModelSettings,
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     RunConfig,
+    RunContextWrapper,
+    Tool,
     set_tracing_disabled,
 )
-from agents.mcp import MCPServerStreamableHttp
-from agents.mcp.util import MCPToolCustomDataContext
+from agents.mcp import MCPServer
+from agents.mcp.util import MCPToolCustomDataContext, MCPUtil
 from agents.models import get_default_model
 
 # Not exported by agents; the SDK's own LiteLLM and any-llm models import it from here, and
 # tests/agent/test_model_selection.py fails (repeated ids) if a release changes it.
 from agents.models.fake_id import FAKE_RESPONSES_ID
-from mcp import ClientSession
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, GetPromptResult, ListPromptsResult, TextContent
+from mcp.types import Tool as MCPTool
 from openai import AsyncOpenAI
 
 from backend.agent.instructions import build_instructions
+from backend.agent.mcp_client import McpToolsClient
 from backend.agent.tools import DESTRUCTIVE_TOOLS
 from backend.auth.mcp_tokens import McpTokenConfig, mcp_token_config, mint_mcp_token
 from backend.config import Settings
@@ -92,19 +96,86 @@ class ToolBudget:
         return None
 
 
-class TaskToolsServer(MCPServerStreamableHttp):
-    """The MCP task tools for one turn: calls past the turn's budget are refused here,
-    before they reach the server, and transport failures are told apart from the model's."""
+@dataclass
+class TurnTools:
+    """The task tools as one turn sees them: its user's token and its budget."""
 
-    def __init__(self, budget: ToolBudget, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.budget = budget
+    server: TaskToolsServer
+    token: str
+    budget: ToolBudget
+    function_tools: list[Tool]
 
-    async def list_tools(self, *args: Any, **kwargs: Any) -> Any:
+    async def list_tools(self) -> list[MCPTool]:
         try:
-            return await super().list_tools(*args, **kwargs)
+            return await self.server.client.tools(self.token)
         except Exception as exc:
             raise ToolsConnectionError(f"cannot list the MCP tools: {exc}") from exc
+
+    async def call_tool(
+        self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
+    ) -> CallToolResult:
+        refusal = self.budget.refusal(tool_name, arguments)
+        if refusal is not None:
+            return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
+        try:
+            return await self.server.client.call_tool(self.token, tool_name, arguments, meta)
+        except Exception as exc:
+            raise ToolsConnectionError(f"the MCP tool call failed: {exc}") from exc
+
+
+# The turn whose agent is running in this task (and the tasks it starts, which copy it).
+_current_turn: ContextVar[TurnTools | None] = ContextVar("current_turn_tools", default=None)
+
+
+class TaskToolsServer(MCPServer):
+    """The MCP task tools of the process, shared by every turn.
+
+    The SDK turns MCP tools into function tools bound to a server object; converting them
+    anew for every model call of every turn cost a tenth of a turn. Here they are
+    converted once per tool list, bound to this one server, and each call is made for the
+    turn running it: its token and budget come from `_current_turn`.
+    """
+
+    def __init__(self, client: McpToolsClient) -> None:
+        super().__init__(failure_error_function=None, custom_data_extractor=_tool_outcome)
+        self.client = client
+        self._converted: tuple[list[MCPTool], list[Tool]] | None = None
+
+    @property
+    def name(self) -> str:
+        return "todo-tasks"
+
+    async def connect(self) -> None:
+        """Nothing to open: the client's connections belong to the process."""
+
+    async def cleanup(self) -> None:
+        """Nothing to close per turn: the runtime closes the client."""
+
+    async def function_tools(self, token: str) -> list[Tool]:
+        """The tools as the agent takes them, converted once per tool list."""
+        try:
+            listed = await self.client.tools(token)
+        except Exception as exc:
+            raise ToolsConnectionError(f"cannot list the MCP tools: {exc}") from exc
+        converted = self._converted
+        if converted is None or converted[0] is not listed:
+            tools: list[Tool] = [
+                MCPUtil.to_function_tool(tool, self, convert_schemas_to_strict=False)
+                for tool in listed
+            ]
+            converted = self._converted = (listed, tools)
+        return converted[1]
+
+    def _turn(self) -> TurnTools:
+        turn = _current_turn.get()
+        if turn is None:
+            raise ToolsConnectionError("a task tool was called outside a turn")
+        return turn
+
+    async def list_tools(
+        self, run_context: RunContextWrapper[Any] | None = None, agent: AgentBase | None = None
+    ) -> list[MCPTool]:
+        return await self._turn().list_tools()
 
     async def call_tool(
         self,
@@ -112,13 +183,15 @@ class TaskToolsServer(MCPServerStreamableHttp):
         arguments: dict[str, Any] | None,
         meta: dict[str, Any] | None = None,
     ) -> CallToolResult:
-        refusal = self.budget.refusal(tool_name, arguments)
-        if refusal is not None:
-            return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
-        try:
-            return await super().call_tool(tool_name, arguments, meta)
-        except Exception as exc:
-            raise ToolsConnectionError(f"the MCP tool call failed: {exc}") from exc
+        return await self._turn().call_tool(tool_name, arguments, meta)
+
+    async def list_prompts(self) -> ListPromptsResult:
+        return ListPromptsResult(prompts=[])
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None
+    ) -> GetPromptResult:
+        raise ToolsConnectionError(f"the task tools have no prompt {name!r}")
 
 
 class UniqueIdChatModel(OpenAIChatCompletionsModel):
@@ -182,36 +255,6 @@ def select_model(settings: Settings) -> tuple[Model, str]:
     return LocalModel(), LOCAL_MODEL_NAME
 
 
-_COMPILED_OUTPUT_SCHEMAS: dict[str, Any] = {}
-_MAX_COMPILED_SCHEMAS = 64
-
-
-def _share_schema_validators(session: ClientSession) -> None:
-    """Reuse compiled output-schema validators across per-request MCP sessions.
-
-    Each new session compiles a tool's output schema on its first result (~20 ms, a fifth
-    of a turn). The cache key is the schema itself, so a changed schema compiles anew.
-    mcp has no public hook for this: the private method is replaced here only, and
-    tests/agent/test_sdk_seams.py fails if an mcp release renames or drops it.
-    """
-    compile_for_session = getattr(session, "_output_schema_validator", None)
-    if compile_for_session is None:
-        logger.warning("mcp has no _output_schema_validator; output schemas compile per turn")
-        return
-
-    def cached(name: str, output_schema: dict[str, Any]) -> Any:
-        key = json.dumps(output_schema, sort_keys=True)
-        validator = _COMPILED_OUTPUT_SCHEMAS.get(key)
-        if validator is None:
-            validator = compile_for_session(name, output_schema)
-            if len(_COMPILED_OUTPUT_SCHEMAS) >= _MAX_COMPILED_SCHEMAS:
-                _COMPILED_OUTPUT_SCHEMAS.clear()
-            _COMPILED_OUTPUT_SCHEMAS[key] = validator
-        return validator
-
-    session._output_schema_validator = cached  # type: ignore[method-assign]
-
-
 def _tool_outcome(context: MCPToolCustomDataContext) -> Mapping[str, Any]:
     # Keep the MCP result's own error flag and structured result for the run record.
     return {
@@ -228,7 +271,7 @@ class AgentRuntime:
     model: Model
     model_name: str
     token_config: McpTokenConfig
-    ssl_context: Any
+    tools: TaskToolsServer
 
     @classmethod
     def create(cls, settings: Settings, model: Model | None = None) -> AgentRuntime:
@@ -236,19 +279,11 @@ class AgentRuntime:
         chosen, name = (
             (model, getattr(model, "name", "scripted")) if model else select_model(settings)
         )
-        return cls(settings, chosen, name, mcp_token_config(settings), httpx2.create_ssl_context())
+        client = McpToolsClient(settings.mcp_url, settings.mcp_timeout_seconds)
+        return cls(settings, chosen, name, mcp_token_config(settings), TaskToolsServer(client))
 
-    def _http_client(
-        self, headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
-    ) -> httpx2.AsyncClient:
-        # One SSL context for the process: building it per connection costs ~20 ms.
-        return httpx2.AsyncClient(
-            headers=headers,
-            timeout=timeout,
-            auth=auth,
-            verify=self.ssl_context,
-            follow_redirects=False,
-        )
+    async def aclose(self) -> None:
+        await self.tools.client.aclose()
 
     @asynccontextmanager
     async def tools_for(
@@ -257,43 +292,30 @@ class AgentRuntime:
         budget: ToolBudget | None = None,
         channel: str = "chat",
         zone: str | None = None,
-    ) -> AsyncIterator[TaskToolsServer]:
-        """An MCP connection for one request, carrying an access token minted for this user
-        (and naming the chat front end, so the task events say where changes came from)."""
-        token = mint_mcp_token(self.token_config, user_id, channel=channel, zone=zone)
-        timeout = self.settings.mcp_timeout_seconds
-        server = TaskToolsServer(
-            budget or ToolBudget.from_settings(self.settings),
-            params={
-                "url": self.settings.mcp_url,
-                "headers": {"Authorization": f"Bearer {token}"},
-                "timeout": timeout,
-                "sse_read_timeout": timeout,
-                "httpx_client_factory": self._http_client,
-            },
-            name="todo-tasks",
-            cache_tools_list=True,
-            client_session_timeout_seconds=timeout,
-            failure_error_function=None,
-            custom_data_extractor=_tool_outcome,
-        )
-        try:
-            await server.connect()  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            raise ToolsConnectionError(f"cannot reach the MCP server: {exc}") from exc
-        if server.session is not None:
-            _share_schema_validators(server.session)
-        try:
-            yield server
-        finally:
-            await server.cleanup()  # type: ignore[no-untyped-call]
+    ) -> AsyncIterator[TurnTools]:
+        """The task tools for one request, with an access token minted for this user
+        (naming the chat front end, so the task events say where changes came from).
 
-    def agent(self, tools: MCPServerStreamableHttp, now: datetime, zone: ZoneInfo) -> Agent[Any]:
+        The agent must run inside this block, in this task or tasks it starts."""
+        token = mint_mcp_token(self.token_config, user_id, channel=channel, zone=zone)
+        turn = TurnTools(
+            self.tools,
+            token,
+            budget or ToolBudget.from_settings(self.settings),
+            await self.tools.function_tools(token),
+        )
+        previous = _current_turn.set(turn)
+        try:
+            yield turn
+        finally:
+            _current_turn.reset(previous)
+
+    def agent(self, tools: TurnTools, now: datetime, zone: ZoneInfo) -> Agent[Any]:
         return Agent(
             name="Todo Assistant",
             instructions=build_instructions(now, zone),
             model=self.model,
-            mcp_servers=[tools],
+            tools=tools.function_tools,
             model_settings=ModelSettings(timeout=self.settings.agent_model_timeout_seconds),
         )
 

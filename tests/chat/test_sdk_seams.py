@@ -1,40 +1,155 @@
-"""The few places that lean on SDK internals fail here, loudly, when an SDK release moves them."""
+"""The MCP hop at its floor: one pooled client per process, the tool list fetched once.
+
+Against the real MCP server over real HTTP: turns share connections and the list, each call
+still carries its own user's token, and a changed server is noticed on the next call.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agents.testing import ScriptedModel
-from mcp import ClientSession
 
-from backend.agent import runtime as runtime_module
-from backend.agent.runtime import AgentRuntime
+from backend.agent import mcp_client as mcp_client_module
+from backend.agent.mcp_client import McpCallError, McpToolsClient
+from backend.agent.runtime import AgentRuntime, ToolsConnectionError
 from backend.db import Database
 from tests.chat.conftest import chat_settings
 
 
-async def test_per_request_mcp_sessions_share_compiled_output_validators(
+def _runtime(tmp_path: Path, database_url: str, mcp_url: str) -> AgentRuntime:
+    return AgentRuntime.create(chat_settings(tmp_path, database_url, mcp_url), ScriptedModel([]))
+
+
+def _text(result: Any) -> Any:
+    return json.loads(result.content[0].text)
+
+
+async def test_turns_share_the_tool_list_and_carry_their_own_users_token(
+    tmp_path: Path, database_url: str, mcp_url: str, database: Database
+) -> None:
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    try:
+        for user in ("alice", "bob", "alice"):
+            async with runtime.tools_for(user) as tools:
+                listed = await tools.list_tools()
+                assert {"add_task", "list_tasks"} <= {tool.name for tool in listed}
+                added = await tools.call_tool("add_task", {"title": f"{user}'s task"})
+                assert not added.is_error
+        async with runtime.tools_for("bob") as tools:
+            seen = _text(await tools.call_tool("list_tasks", {}))
+        assert [task["title"] for task in seen["tasks"]] == ["bob's task"]
+        assert runtime.tools.client.lists_fetched == 1
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_changed_server_version_refetches_the_list_on_the_next_turn(
+    tmp_path: Path, database_url: str, mcp_url: str, database: Database
+) -> None:
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    try:
+        async with runtime.tools_for("alice") as tools:
+            await tools.list_tools()
+            known = runtime.tools.client._list
+            assert known is not None
+            assert known.server_version
+            assert "+tools." in known.server_version  # the list's digest is in the version
+            known.server_version = "0.0.9+tools.older"  # as if fetched from an older server
+            await tools.call_tool("list_tasks", {})
+            assert runtime.tools.client._list is None
+        async with runtime.tools_for("alice") as tools:
+            await tools.list_tools()
+        assert runtime.tools.client.lists_fetched == 2
+    finally:
+        await runtime.aclose()
+
+
+async def test_an_unknown_tool_drops_the_list_and_tells_the_model(
+    tmp_path: Path, database_url: str, mcp_url: str, database: Database
+) -> None:
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    try:
+        async with runtime.tools_for("alice") as tools:
+            await tools.list_tools()
+            result = await tools.call_tool("no_such_tool", {})
+        assert result.is_error
+        assert "no_such_tool" in str(result.content[0])
+        assert runtime.tools.client._list is None
+    finally:
+        await runtime.aclose()
+
+
+async def test_an_old_list_is_fetched_again(
     tmp_path: Path,
     database_url: str,
     mcp_url: str,
     database: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    compiled: list[str] = []
-    original = ClientSession._output_schema_validator  # the private method the cache wraps
-
-    def counting(self: ClientSession, name: str, schema: dict[str, Any]) -> Any:
-        compiled.append(name)
-        return original(self, name, schema)
-
-    monkeypatch.setattr(ClientSession, "_output_schema_validator", counting)
-    monkeypatch.setattr(runtime_module, "_COMPILED_OUTPUT_SCHEMAS", {})
-    runtime = AgentRuntime.create(chat_settings(tmp_path, database_url, mcp_url), ScriptedModel([]))
-    for _ in range(3):
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    try:
         async with runtime.tools_for("alice") as tools:
-            assert tools.session is not None
-            result = await tools.call_tool("list_tasks", {})
-            assert not result.is_error
-    assert compiled == ["list_tasks"]  # once for three sessions
+            await tools.list_tools()
+            monkeypatch.setattr(mcp_client_module, "TOOLS_MAX_AGE_SECONDS", 0.0)
+            await tools.list_tools()
+        assert runtime.tools.client.lists_fetched == 2
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_refused_token_is_a_transport_error_not_a_result(
+    tmp_path: Path, mcp_url: str, database: Database
+) -> None:
+    client = McpToolsClient(mcp_url, timeout_seconds=5)
+    try:
+        with pytest.raises(McpCallError, match="HTTP 401"):
+            await client.call_tool("not-a-token", "list_tasks", {})
+        with pytest.raises(McpCallError, match="HTTP 401"):
+            await client.tools("not-a-token")
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_server_is_a_transport_error(database: Database) -> None:
+    client = McpToolsClient("http://127.0.0.1:9/mcp", timeout_seconds=2)
+    try:
+        with pytest.raises(McpCallError, match="tools/call"):
+            await client.call_tool("token", "list_tasks", {})
+    finally:
+        await client.aclose()
+
+
+def test_a_streamed_answer_is_read_and_a_list_change_noted() -> None:
+    client = McpToolsClient("http://mcp.invalid/mcp", timeout_seconds=1)
+    client._list = mcp_client_module._ToolList([], "1", 0.0)
+    stream = (
+        'event: message\ndata: {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}'
+        '\n\nevent: message\r\ndata: {"jsonrpc": "2.0", "id": 7, "result": {"ok": true}}\r\n\r\n'
+    )
+    assert client._from_stream(stream, 7) == {"jsonrpc": "2.0", "id": 7, "result": {"ok": True}}
+    assert client._list is None
+    with pytest.raises(McpCallError, match="without an answer"):
+        client._from_stream('data: {"jsonrpc": "2.0", "id": 8, "result": {}}\n\n', 7)
+
+
+async def test_tools_are_converted_once_per_list_and_refuse_calls_outside_a_turn(
+    tmp_path: Path, database_url: str, mcp_url: str, database: Database
+) -> None:
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    try:
+        async with runtime.tools_for("alice") as first:
+            pass
+        async with runtime.tools_for("bob") as second:
+            assert second.function_tools is first.function_tools
+            assert second.token != first.token
+        with pytest.raises(ToolsConnectionError, match="outside a turn"):
+            await runtime.tools.call_tool("list_tasks", {})
+        runtime.tools.client.invalidate()
+        async with runtime.tools_for("alice") as third:
+            assert third.function_tools is not first.function_tools
+    finally:
+        await runtime.aclose()

@@ -14,13 +14,23 @@ import httpx2
 import pytest
 from asgi_lifespan import LifespanManager
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp.types.version import LATEST_MODERN_VERSION
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.auth.mcp_tokens import mcp_token_config, mint_mcp_token
 from backend.config import Settings
 from backend.db import Database
-from mcp_server.server import create_http_app
+from mcp_server.auth import McpTokenVerifier
+from mcp_server.server import (
+    SERVER_VERSION,
+    TaskTools,
+    create_http_app,
+    http_channel,
+    http_user,
+    versioned,
+)
 from tests.conftest import make_settings
 from tests.mcp_server.conftest import (
     MCP_PATH,
@@ -343,3 +353,62 @@ async def test_an_unreachable_database_is_a_tool_error_a_model_can_act_on(
     outages = [r for r in caplog.records if "database unavailable in MCP tool" in r.getMessage()]
     assert len(outages) == 2
     assert all(record.exc_info is None for record in caplog.records)  # no tracebacks logged
+
+
+# --- cost per request ----------------------------------------------------------------------------
+
+
+async def test_a_tool_call_verifies_its_token_once(
+    rpc: httpx2.AsyncClient, mint: Minter, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified: list[str] = []
+    original = McpTokenVerifier.verify_token
+
+    async def counting(self: McpTokenVerifier, token: str) -> Any:
+        verified.append(token)
+        return await original(self, token)
+
+    monkeypatch.setattr(McpTokenVerifier, "verify_token", counting)
+    headers = {"Authorization": f"Bearer {mint('alice')}"}
+    for tool, arguments in (("add_task", {"title": "once"}), ("list_tasks", {})):
+        verified.clear()
+        response = await rpc.post(MCP_PATH, json=rpc_call(tool, arguments), headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["result"]["isError"] is False
+        assert len(verified) == 1, tool
+
+
+async def test_every_result_carries_a_version_that_names_the_tool_list(
+    rpc: httpx2.AsyncClient, mint: Minter, database: Database
+) -> None:
+    # The stateless revision: each request names its version; each result is stamped.
+    headers = {
+        "Authorization": f"Bearer {mint('alice')}",
+        "MCP-Protocol-Version": LATEST_MODERN_VERSION,
+    }
+    meta = {
+        PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
+        CLIENT_INFO_META_KEY: {"name": "test", "version": "1"},
+        CLIENT_CAPABILITIES_META_KEY: {},
+    }
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}
+    call = rpc_call("list_tasks", {})
+    call["params"]["_meta"] = meta
+    listed = await rpc.post(MCP_PATH, json=listing, headers={**headers, "Mcp-Method": "tools/list"})
+    called = await rpc.post(
+        MCP_PATH,
+        json=call,
+        headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": "list_tasks"},
+    )
+    stamps = {
+        response.json()["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["version"]
+        for response in (listed, called)
+    }
+    assert len(stamps) == 1
+    (stamp,) = stamps
+    assert stamp == versioned(
+        SERVER_VERSION, TaskTools(database, http_user, http_channel).as_tools()
+    )
+    tools = TaskTools(database, http_user, http_channel).as_tools()
+    tools[0].description += " (changed)"
+    assert versioned(SERVER_VERSION, tools) != stamp
