@@ -37,6 +37,8 @@ USER_TOKEN_TTL_SECONDS = 3600
 MCP_TOKEN_MAX_TTL_SECONDS = 600
 # Written by `serve` so that `token --mcp` mints for the MCP server actually running.
 RUNTIME_FILE = "serve.json"
+# As Settings.api_workers / mcp_workers allow.
+MAX_WORKERS = 32
 # Usage and configuration errors share argparse's exit code: the command cannot run as set up.
 EXIT_CONFIGURATION = 2
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -180,12 +182,35 @@ def ready_database(settings: Settings) -> None:
     fail(f"the database {where} {state}: run `{cli_command()} migrate` first")
 
 
-def _run_api(settings: Settings, host: str, port: int) -> None:
+def _run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
+    if workers > 1:
+        # Each worker process builds its own app (and pools) from the same environment.
+        uvicorn.run(
+            "backend.main:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     from backend.main import create_app
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _workers(settings: Settings, wanted: int | None, name: str) -> int:
+    """The worker count asked for (flag, else setting), refused on SQLite above one."""
+    workers = wanted if wanted is not None else getattr(settings, name)
+    if workers > 1 and make_url(settings.database_url).get_backend_name() == "sqlite":
+        fail(
+            f"{workers} worker processes need PostgreSQL: SQLite takes one writer at a time,"
+            f" so run one process ({name.upper()}=1) or set DATABASE_URL to PostgreSQL"
+        )
+    return int(workers)
 
 
 def _welcome(settings: Settings, host: str, port: int) -> str:
@@ -255,10 +280,10 @@ def _refuse_busy_ports(host: str, api_port: int, mcp_port: int) -> None:
     )
 
 
-def _start_mcp_process(host: str, port: int) -> subprocess.Popen[bytes]:
+def _start_mcp_process(host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     if _port_in_use(host, port):
         fail(f"port {port} on {host} is in use; stop what listens there or pass --mcp-port")
-    command = [sys.executable, "-m", "mcp_server", "--transport", "http"]
+    command = [sys.executable, "-m", "mcp_server", "--transport", "http", "--workers", str(workers)]
     process = subprocess.Popen([*command, "--host", host, "--port", str(port)])
     try:
         deadline = time.monotonic() + MCP_START_TIMEOUT_SECONDS
@@ -323,16 +348,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     os.environ.setdefault("MCP_URL", mcp_url)
     os.environ.setdefault("MCP_RESOURCE_URL", mcp_url)
     settings = Settings()
+    api_workers = _workers(settings, args.workers, "api_workers")
+    mcp_workers = _workers(settings, args.mcp_workers, "mcp_workers")
     # uvicorn re-raises SIGTERM after its shutdown; turn it into an exception so the
     # MCP process below is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     mcp_process = None
     try:
-        mcp_process = _start_mcp_process(args.host, args.mcp_port)
+        mcp_process = _start_mcp_process(args.host, args.mcp_port, mcp_workers)
         api_url = f"http://{args.host}:{args.port}"
         with _runtime_record(settings, api_url=api_url, mcp_url=settings.mcp_resource_url):
             print(_welcome(settings, args.host, args.port), flush=True)
-            _run_api(settings, args.host, args.port)
+            _run_api(settings, args.host, args.port, api_workers)
     finally:
         if mcp_process is not None:
             _stop(mcp_process)
@@ -345,13 +372,16 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
         return
     if not {"mcp_url", "mcp_resource_url"} & settings.model_fields_set:
         # Tokens name the server they are for; unconfigured, this one on the port it binds
-        # (by loopback, as `token --mcp` and the API name it by default).
+        # (by loopback, as `token --mcp` and the API name it by default). Through the
+        # environment, so that worker processes read the same.
         url = f"http://127.0.0.1:{args.port}/mcp"
+        os.environ["MCP_URL"] = os.environ["MCP_RESOURCE_URL"] = url
         settings = settings.model_copy(update={"mcp_url": url, "mcp_resource_url": url})
+    workers = _workers(settings, args.workers, "mcp_workers")
     ready_database(settings)
     from mcp_server.runner import run_http
 
-    run_http(settings, args.host, args.port)
+    run_http(settings, args.host, args.port, workers)
 
 
 def cmd_mcp_stdio(args: argparse.Namespace, settings: Settings) -> None:
@@ -375,8 +405,9 @@ def _serve_stdio(settings: Settings) -> None:
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
+    workers = _workers(settings, args.workers, "api_workers")
     ready_database(settings)
-    _run_api(settings, args.host, args.port)
+    _run_api(settings, args.host, args.port, workers)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -420,7 +451,7 @@ def _mcp_audience(args: argparse.Namespace, settings: Settings) -> str:
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[None]]) -> None:
-    database = Database(settings.database_url)
+    database = Database.for_server(settings)
     try:
         await work(database)
     finally:
@@ -701,6 +732,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _worker_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} worker processes")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -767,6 +805,12 @@ def _parser() -> argparse.ArgumentParser:
             default=_env_default("PORT", DEFAULT_API_PORT),
             help=f"API port (default: $PORT or {DEFAULT_API_PORT})",
         )
+        sub.add_argument(
+            "--workers",
+            type=_worker_count,
+            default=None,
+            help="API worker processes (default: $API_WORKERS or 1; above 1 needs PostgreSQL)",
+        )
         return sub
 
     serve = server(
@@ -780,6 +824,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_port,
         default=_env_default("MCP_PORT", DEFAULT_MCP_PORT),
         help=f"MCP server port (default: $MCP_PORT or {DEFAULT_MCP_PORT})",
+    )
+    serve.add_argument(
+        "--mcp-workers",
+        type=_worker_count,
+        default=None,
+        help="MCP server worker processes (default: $MCP_WORKERS or 1; above 1 needs PostgreSQL)",
     )
     serve.set_defaults(handler=cmd_serve)
     server(
@@ -808,6 +858,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_port,
         default=_env_default("MCP_PORT", DEFAULT_MCP_PORT),
         help=f"port (default: $MCP_PORT or {DEFAULT_MCP_PORT})",
+    )
+    mcp.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        help="worker processes (default: $MCP_WORKERS or 1; above 1 needs PostgreSQL)",
     )
     mcp.set_defaults(handler=cmd_mcp)
     commands.add_parser(

@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     chat_max_destructive_calls: int = Field(default=5, ge=0, le=100)
     mcp_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Server processes (uvicorn workers) of the API and of the MCP server. More than one
+    # needs PostgreSQL: SQLite takes one writer at a time, so one process writes.
+    api_workers: int = Field(default=1, ge=1, le=32)
+    mcp_workers: int = Field(default=1, ge=1, le=32)
+    # PostgreSQL connections per process: at most pool size + overflow. Every worker of the
+    # API and of the MCP server (and a separate relay or scheduler) has its own pool, so
+    # (api_workers + mcp_workers + others) x (pool + overflow) must stay under the
+    # server's max_connections, with room for migrations and psql (specs/performance.md).
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    database_max_overflow: int = Field(default=5, ge=0, le=100)
+
     # Task events: the outbox relay and where it publishes (specs/events.md).
     # none: events stay in the log, marked published here (dev); dapr: the sidecar's pub/sub;
     # kafka: straight to brokers with aiokafka.

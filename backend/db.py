@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect, make_url
@@ -22,10 +22,16 @@ from sqlalchemy.types import TypeDecorator
 
 from backend.errors import AppError, ServiceUnavailable
 
+if TYPE_CHECKING:
+    from backend.config import Settings
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_SECONDS = 30
 POOL_TIMEOUT_SECONDS = 10
+# Settings.database_pool_size / database_max_overflow for the servers.
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 5
 
 # PostgreSQL states that mean "the server cannot serve you right now", not "your query is
 # wrong". asyncpg raises them as plain PostgresError subclasses, which SQLAlchemy wraps in a
@@ -121,7 +127,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -134,8 +145,8 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         connect_args={
             "timeout": CONNECT_TIMEOUT_SECONDS,
@@ -147,8 +158,17 @@ def create_engine(database_url: str) -> AsyncEngine:
 class Database:
     """The engine plus session factories; one per process, created in the app lifespan."""
 
-    def __init__(self, database_url: str, *, engine: AsyncEngine | None = None) -> None:
-        self.engine = engine or create_engine(database_url)
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        engine: AsyncEngine | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    ) -> None:
+        self.engine = engine or create_engine(
+            database_url, pool_size=pool_size, max_overflow=max_overflow
+        )
         # SQLite has one writer at a time and its busy handler backs off by sleeping, which
         # gives long tails under concurrency; queueing this process's writers is fairer.
         self._write_lock = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -178,6 +198,15 @@ class Database:
             if not is_database_unavailable(exc):
                 raise
             raise DatabaseOutage("The database is unavailable; nothing was changed") from exc
+
+    @classmethod
+    def for_server(cls, settings: Settings) -> Database:
+        """The database of a server process, with the pool its settings allow."""
+        return cls(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
 
     async def dispose(self) -> None:
         await self.engine.dispose()

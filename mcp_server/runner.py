@@ -5,18 +5,36 @@ from __future__ import annotations
 import os
 
 import anyio
+from starlette.applications import Starlette
 
-from backend.config import Settings
+from backend.config import Settings, get_settings
 from backend.db import Database
 from mcp_server.server import build_server, create_http_app
 
 
-def run_http(settings: Settings, host: str, port: int) -> None:
+def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
+    if workers > 1:
+        # Each worker process builds its own app (and pool) from the same environment.
+        uvicorn.run(
+            "mcp_server.runner:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     uvicorn.run(
         create_http_app(settings), host=host, port=port, log_level="warning", access_log=False
     )
+
+
+def app_from_environment() -> Starlette:
+    """The HTTP app of one worker process."""
+    return create_http_app(get_settings())
 
 
 def run_stdio(settings: Settings) -> None:
