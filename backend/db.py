@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -99,6 +100,8 @@ def _is_unavailable_here(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OperationalError | InterfaceError | OSError):
         return True  # OSError covers ConnectionError, TimeoutError and DNS failures
+    if isinstance(exc, PoolTimeout):
+        return True  # this process's share of connections is in use: retry shortly
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     # asyncpg errors and SQLAlchemy's adapted copies carry `sqlstate`; psycopg's `pgcode`.

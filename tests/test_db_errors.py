@@ -227,3 +227,18 @@ async def test_rest_answers_500_for_a_database_error_that_is_not_an_outage() -> 
     assert response.status_code == 500, response.text
     assert response.json()["code"] == "internal_error"
     assert "nowhere" not in response.text
+
+
+async def test_rest_answers_503_database_unavailable_when_the_pool_has_no_free_connection(
+    tmp_path: Path,
+) -> None:
+    # A process whose pool is used up (its share of max_connections) asks the client to retry.
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}", pool_size=1, max_overflow=0, pool_timeout=0.1
+    )
+    async with engine.connect() as held:
+        await held.execute(text("SELECT 1"))
+        response = await get_through_the_api(engine)
+
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "database_unavailable"
