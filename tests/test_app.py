@@ -63,3 +63,23 @@ async def test_database_down_answers_503_with_a_clear_code(tmp_path: Path) -> No
         assert response.json()["code"] == "database_unavailable"
         assert "Traceback" not in response.text
     assert health.status_code == 200
+
+
+async def test_every_answer_says_how_long_the_server_took(
+    tmp_path: Path, database_url: str, database: Database
+) -> None:
+    app = create_app(make_settings(tmp_path, database_url))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            answers = [
+                await client.get("/api/alice/tasks", headers=auth("alice")),
+                await client.get("/api/alice/tasks"),  # 401
+                await client.get("/nowhere"),  # 404
+                await client.get("/healthz"),
+            ]
+    for answer in answers:
+        [timing] = answer.headers.get_list("server-timing")
+        name, duration = timing.split(";dur=")
+        assert name == "app"
+        assert float(duration) >= 0
