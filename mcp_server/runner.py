@@ -11,6 +11,10 @@ from backend.config import Settings, get_settings
 from backend.db import Database
 from mcp_server.server import build_server, create_http_app
 
+# The API keeps its connections to this server open between turns; uvicorn's default (5 s)
+# would close them in every pause and make the next turn connect again.
+KEEP_ALIVE_SECONDS = 75
+
 
 def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
@@ -25,10 +29,16 @@ def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None
             port=port,
             log_level="warning",
             access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         return
     uvicorn.run(
-        create_http_app(settings), host=host, port=port, log_level="warning", access_log=False
+        create_http_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

@@ -46,6 +46,9 @@ TOOLS_MAX_AGE_SECONDS = 300.0
 MAX_TOOL_PAGES = 20
 # Concurrent tool calls of one API process; more wait for a free connection.
 MAX_CONNECTIONS = 64
+# Under the MCP server's keep-alive (mcp_server/runner.py), so the server never closes a
+# connection this side is about to reuse.
+KEEPALIVE_EXPIRY_SECONDS = 60.0
 TOOLS_LIST_CHANGED = "notifications/tools/list_changed"
 # How servers word it, as a JSON-RPC error or (the Python SDK) as an error result.
 UNKNOWN_TOOL = "unknown tool"
@@ -84,13 +87,17 @@ class McpToolsClient:
         loop = asyncio.get_running_loop()
         if self._http is None or self._loop is not loop:
             # Connections belong to the loop that opened them; a new loop (tests) starts over.
+            limits = httpx2.Limits(
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+            )
+            verify = self.ssl_context if self.ssl_context is not None else True
             self._http = httpx2.AsyncClient(
                 timeout=self.timeout_seconds,
-                verify=self.ssl_context if self.ssl_context is not None else True,
                 follow_redirects=False,
-                limits=httpx2.Limits(
-                    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-                ),
+                # A failed connect never reached the server, so trying again is safe.
+                transport=httpx2.AsyncHTTPTransport(verify=verify, limits=limits, retries=1),
             )
             self._loop = loop
             self._refresh = asyncio.Lock()
