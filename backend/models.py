@@ -38,6 +38,9 @@ class Priority(StrEnum):
     urgent = "urgent"
 
 
+# A run still answering: the predicate of the partial index on running runs.
+RUN_RUNNING_SQL = "status = 'running'"
+
 # A reminder waits to fire: set, not fired yet, on a live unfinished task.
 REMINDER_ARMED_SQL = (
     "remind_at IS NOT NULL AND reminded_at IS NULL AND completed = false AND deleted_at IS NULL"
@@ -178,6 +181,14 @@ class AgentRun(SQLModel, table=True):
         Index("ix_agent_run_started_at", "started_at"),
         Index("ix_agent_run_user_id_started_at", "user_id", "started_at"),
         Index("ix_agent_run_conversation_id", "conversation_id"),
+        # Every turn start looks for runs left running in its conversation: only those are
+        # indexed, so the look-up never walks the conversation's finished runs.
+        Index(
+            "ix_agent_run_running",
+            "conversation_id",
+            sqlite_where=text(RUN_RUNNING_SQL),
+            postgresql_where=text(RUN_RUNNING_SQL),
+        ),
         Index("ix_agent_run_user_message_id", "user_message_id"),
     )
 

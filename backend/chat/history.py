@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from agents import TResponseInputItem
 
-from backend.models import Message
+
+class StoredMessage(Protocol):
+    """What the model's history reads of a message: an ORM Message or a lean history row."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def tool_calls(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
 
 
 def _result_text(result: Any) -> str:
     return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
 
 
-def to_input_items(messages: Iterable[Message]) -> list[TResponseInputItem]:
+def to_input_items(messages: Iterable[StoredMessage]) -> list[TResponseInputItem]:
     items: list[TResponseInputItem] = []
     for message in messages:
         if message.role == "user":

@@ -5,10 +5,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -34,6 +47,153 @@ class ConversationBusy(Conflict):
 
 REPLAYED_STATUSES = ("succeeded", "stopped")
 
+# The turn path writes through the tables, not the ORM: no identity map, no flush, one
+# statement per step (RETURNING hands back what the ORM would re-read).
+_CONVERSATION: Table = Conversation.__table__  # type: ignore[attr-defined]
+_MESSAGE: Table = Message.__table__  # type: ignore[attr-defined]
+_RUN: Table = AgentRun.__table__  # type: ignore[attr-defined]
+# A literal, not a bound parameter: only a literal lets either planner match the partial
+# index ix_agent_run_running (PostgreSQL's generic plans and SQLite never match a parameter).
+_RUN_IS_RUNNING = _RUN.c.status == literal_column("'running'")
+
+
+class HistoryMessage(NamedTuple):
+    """A stored message as the model's history needs it (see history.to_input_items)."""
+
+    role: str
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    deleted_at: datetime | None
+
+
+# The statements of a turn, built once: building and cache-keying a statement costs more
+# Python time than the database takes to run it. Bind names start with "p_" so they never
+# clash with the column names SET and VALUES use.
+_c, _m, _r = _CONVERSATION.c, _MESSAGE.c, _RUN.c
+
+_FIND_BY_KEY = select(_m.id, _m.conversation_id, _m.content, _m.seq, _m.deleted_at).where(
+    _m.user_id == bindparam("p_user_id"), _m.client_message_id == bindparam("p_key")
+)
+_LEASE_FREE = (
+    _c.id == bindparam("p_conversation_id"),
+    _c.user_id == bindparam("p_user_id"),
+    _c.deleted_at.is_(None),
+    or_(_c.lease_owner.is_(None), _c.lease_expires_at < bindparam("p_now")),
+)
+_LEASE_VALUES: dict[Any, Any] = {
+    _c.lease_owner: bindparam("p_token"),
+    _c.lease_expires_at: bindparam("p_expires"),
+    _c.updated_at: bindparam("p_now"),
+}
+_TAKE_LEASE = update(_CONVERSATION).where(*_LEASE_FREE).values(_LEASE_VALUES).returning(_c.id)
+# A conversation still untitled takes its title from the message that takes the lease.
+_TAKE_LEASE_TITLED = (
+    update(_CONVERSATION)
+    .where(*_LEASE_FREE)
+    .values(
+        {
+            **_LEASE_VALUES,
+            _c.title: case((_c.title == DEFAULT_TITLE, bindparam("p_title")), else_=_c.title),
+        }
+    )
+    .returning(_c.id)
+)
+_CREATE_LEASED = (
+    insert(_CONVERSATION)
+    .values(
+        user_id=bindparam("p_user_id"),
+        title=bindparam("p_title"),
+        lease_owner=bindparam("p_token"),
+        lease_expires_at=bindparam("p_expires"),
+        created_at=bindparam("p_now"),
+        updated_at=bindparam("p_now"),
+    )
+    .returning(_c.id)
+)
+_RELEASE = (
+    update(_CONVERSATION)
+    .where(_c.id == bindparam("p_conversation_id"), _c.lease_owner == bindparam("p_token"))
+    .values(lease_owner=None, lease_expires_at=None, updated_at=bindparam("p_now"))
+    .returning(_c.id)
+)
+_MESSAGE_VALUES = {
+    "conversation_id": bindparam("p_conversation_id"),
+    "user_id": bindparam("p_user_id"),
+    # The next seq, picked in the same statement under the conversation's row lock.
+    "seq": select(func.coalesce(func.max(_m.seq), 0) + 1)
+    .where(_m.conversation_id == bindparam("p_conversation_id"))
+    .scalar_subquery(),
+    "role": bindparam("p_role"),
+    "content": bindparam("p_content"),
+    "tool_calls": bindparam("p_tool_calls", type_=_m.tool_calls.type),
+    "client_message_id": bindparam("p_key"),
+}
+_INSERT_MESSAGE = insert(_MESSAGE).values(_MESSAGE_VALUES).returning(_m.id, _m.seq)
+_INSERT_MESSAGE_WITH_ITEM_ID = (
+    insert(_MESSAGE)
+    .values({**_MESSAGE_VALUES, "item_id": bindparam("p_item_id")})
+    .returning(_m.id, _m.seq)
+)
+_INSERT_RUN = (
+    insert(_RUN)
+    .values(
+        conversation_id=bindparam("p_conversation_id"),
+        user_id=bindparam("p_user_id"),
+        user_message_id=bindparam("p_message_id"),
+        model=bindparam("p_model"),
+        channel=bindparam("p_channel"),
+    )
+    .returning(_r.id)
+)
+_CLOSE_RUN_FIELDS = (
+    "status",
+    "assistant_message_id",
+    "tool_calls",
+    "error_code",
+    "error_message",
+    "finished_at",
+    "latency_ms",
+    "model_calls",
+    "input_tokens",
+    "output_tokens",
+)
+_CLOSE_RUN = (
+    update(_RUN)
+    .where(_r.id == bindparam("p_run_id"), _RUN_IS_RUNNING)
+    .values({name: bindparam(f"p_{name}", type_=_r[name].type) for name in _CLOSE_RUN_FIELDS})
+    .returning(_r.id)
+)
+_JOURNAL = (
+    update(_RUN)
+    .where(_r.id == bindparam("p_run_id"), _RUN_IS_RUNNING)
+    .values(tool_calls=bindparam("p_tool_calls", type_=_r.tool_calls.type))
+)
+_FAILED = {
+    "status": "failed",
+    "error_code": bindparam("p_error_code"),
+    "finished_at": bindparam("p_now"),
+}
+_FAILED_RETURNS = (_r.id, _r.conversation_id, _r.user_id, _r.tool_calls, _r.assistant_message_id)
+_FAIL_RUNNING_IN = (
+    update(_RUN)
+    .where(_r.conversation_id == bindparam("p_conversation_id"), _RUN_IS_RUNNING)
+    .values(_FAILED)
+    .returning(*_FAILED_RETURNS)
+)
+_VISIBLE_TO_MODEL = or_(_m.deleted_at.is_(None), _m.role == "assistant")
+_HISTORY = (
+    select(_m.role, _m.content, _m.tool_calls, _m.deleted_at)
+    .where(
+        _m.conversation_id == bindparam("p_conversation_id"),
+        _m.seq <= bindparam("p_newest"),
+        _VISIBLE_TO_MODEL,
+    )
+    .order_by(_m.seq.desc())
+    .limit(bindparam("p_limit"))
+)
+_HISTORY_WINDOW = _HISTORY.where(_m.seq > bindparam("p_lowest"))
+_NEWEST_SEQ = select(func.max(_m.seq)).where(_m.conversation_id == bindparam("p_conversation_id"))
+
 
 @dataclass(frozen=True)
 class TurnStart:
@@ -48,6 +208,9 @@ class TurnStart:
     replay: ChatReplay | None = None
     # The front end the turn came through: chat, chatkit or cli.
     channel: str = "chat"
+    # The model's history, read in the transaction that stored the message (oldest first);
+    # None when the caller asked for none.
+    history: tuple[HistoryMessage, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +389,41 @@ async def recent_messages(
     return list(reversed((await session.scalars(statement)).all()))
 
 
+# The history read looks this many times its length back first: a range bounded on both
+# sides of (conversation_id, seq) is an index scan with no sort whatever the planner knows
+# (without statistics PostgreSQL otherwise sorts the whole conversation).
+HISTORY_WINDOW = 2
+
+
+async def _read_history(
+    session: AsyncSession, conversation_id: int, limit: int | None, newest_seq: int | None = None
+) -> tuple[HistoryMessage, ...] | None:
+    """recent_messages' answer for the message a turn start just settled, in its transaction.
+
+    Under the conversation's lock that message is the last user message that counts: a
+    fresh one is the newest, a retried one has no later visible user message (else the
+    turn is outdated) and a ChatKit answer hides the later ones. So there is no "next user
+    message" to stop at: the history is the newest messages, up to `newest_seq` (the
+    conversation's last, read here unless given).
+    """
+    if not limit:
+        return None
+    if newest_seq is None:
+        newest = await session.execute(_NEWEST_SEQ, {"p_conversation_id": conversation_id})
+        newest_seq = newest.scalar_one() or 0
+    lowest = newest_seq - HISTORY_WINDOW * limit
+    params = {
+        "p_conversation_id": conversation_id,
+        "p_newest": newest_seq,
+        "p_lowest": lowest,
+        "p_limit": limit,
+    }
+    rows = (await session.execute(_HISTORY_WINDOW, params)).all()
+    if len(rows) < limit and lowest > 0:  # many hidden messages: look further back
+        rows = (await session.execute(_HISTORY, params)).all()
+    return tuple(HistoryMessage._make(row) for row in reversed(rows))
+
+
 async def create_conversation(
     session: AsyncSession, user_id: str, title: str, thread_id: str | None = None
 ) -> Conversation:
@@ -255,26 +453,80 @@ async def delete_conversation(session: AsyncSession, user_id: str, conversation_
 
 
 async def _take_lease(
-    session: AsyncSession, user_id: str, conversation_id: int, lease_seconds: int
+    session: AsyncSession,
+    user_id: str,
+    conversation_id: int,
+    lease_seconds: int,
+    *,
+    title: str | None = None,
 ) -> str:
+    """Own-check the conversation and take its lease (and its row lock) in one statement.
+
+    With `title`, a conversation still untitled takes it (its first message).
+    """
     now = utc_now()
     token = uuid.uuid4().hex
-    statement = (
-        update(Conversation)
-        .where(
-            col(Conversation.id) == conversation_id,
-            col(Conversation.user_id) == user_id,
-            or_(col(Conversation.lease_owner).is_(None), col(Conversation.lease_expires_at) < now),
-        )
-        .values(lease_owner=token, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    result = await session.execute(statement)
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    params = {
+        "p_conversation_id": conversation_id,
+        "p_user_id": user_id,
+        "p_now": now,
+        "p_token": token,
+        "p_expires": now + timedelta(seconds=lease_seconds),
+        "p_title": title,
+    }
+    statement = _TAKE_LEASE if title is None else _TAKE_LEASE_TITLED
+    if (await session.execute(statement, params)).first() is None:
+        await _ensure_owned(session, user_id, conversation_id)
         raise ConversationBusy("Another turn is running in this conversation; retry shortly")
-    # Whatever was still "running" here lost its lease: its process is gone.
-    await close_abandoned_runs(session, col(AgentRun.conversation_id) == conversation_id)
+    # Whatever was still "running" here lost its lease: its process is gone. Usually nothing
+    # is, and finding that out is one statement on the partial index of running runs.
+    await _fail_runs(session, _FAIL_RUNNING_IN, "abandoned", {"p_conversation_id": conversation_id})
     return token
+
+
+async def _ensure_owned(session: AsyncSession, user_id: str, conversation_id: int) -> None:
+    c = _CONVERSATION.c
+    owned = select(c.id).where(
+        c.id == conversation_id, c.user_id == user_id, c.deleted_at.is_(None)
+    )
+    if (await session.execute(owned)).first() is None:
+        raise ConversationNotFound(conversation_id)
+
+
+async def _insert_message(
+    session: AsyncSession,
+    conversation_id: int,
+    user_id: str,
+    role: str,
+    content: str,
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    client_message_id: str | None = None,
+    item_id: str | None = None,
+) -> Row[Any]:
+    """Append a message, its seq picked in the same statement; returns (id, seq).
+
+    The caller holds the conversation's row lock (see _next_seq).
+    """
+    params = {
+        "p_conversation_id": conversation_id,
+        "p_user_id": user_id,
+        "p_role": role,
+        "p_content": content,
+        "p_tool_calls": tool_calls,
+        "p_key": client_message_id,
+        "p_item_id": item_id,
+    }
+    statement = _INSERT_MESSAGE if item_id is None else _INSERT_MESSAGE_WITH_ITEM_ID
+    return (await session.execute(statement, params)).one()
+
+
+async def _lock_conversation(session: AsyncSession, conversation_id: int) -> None:
+    await session.execute(
+        select(col(Conversation.id))
+        .where(col(Conversation.id) == conversation_id)
+        .with_for_update()
+    )
 
 
 async def _next_seq(session: AsyncSession, conversation_id: int) -> int:
@@ -339,20 +591,22 @@ async def add_messages(
     return messages
 
 
-async def _stored_reply(session: AsyncSession, user_message: Message) -> ChatReplay | None:
+async def _stored_reply(
+    session: AsyncSession, conversation_id: int, user_message_id: int
+) -> ChatReplay | None:
     """The answer of the message's last run, if that run succeeded."""
-    runs = select(AgentRun).where(col(AgentRun.user_message_id) == user_message.id)
-    last_run = (await session.scalars(runs.order_by(col(AgentRun.id).desc()))).first()
-    if (
-        last_run is None
-        or last_run.status not in REPLAYED_STATUSES
-        or not last_run.assistant_message_id
-    ):
+    r, m = _RUN.c, _MESSAGE.c
+    statement = (
+        select(r.status, m.id, m.content, m.tool_calls)
+        .select_from(_RUN.outerjoin(_MESSAGE, m.id == r.assistant_message_id))
+        .where(r.user_message_id == user_message_id)
+        .order_by(r.id.desc())
+        .limit(1)
+    )
+    last_run = (await session.execute(statement)).first()
+    if last_run is None or last_run.status not in REPLAYED_STATUSES or last_run.id is None:
         return None
-    reply = await session.get(Message, last_run.assistant_message_id)
-    if reply is None:
-        return None
-    return ChatReplay(user_message.conversation_id, reply.content, reply.tool_calls or [])
+    return ChatReplay(conversation_id, last_run.content, last_run.tool_calls or [])
 
 
 async def begin_turn(
@@ -365,11 +619,13 @@ async def begin_turn(
     model_name: str,
     lease_seconds: int,
     channel: str = "chat",
+    history_limit: int | None = None,
 ) -> TurnStart:
     """Own-check or create the conversation, take its lease, store the message, open a run.
 
     A known `client_message_id` is a retry: the stored answer if there is one, else a new
-    run for the stored message (refused when later turns have happened since).
+    run for the stored message (refused when later turns have happened since). With
+    `history_limit`, the model's history comes back too (what recent_messages would say).
     """
     if client_message_id is not None:
         existing = await _by_client_message_id(session, user_id, client_message_id)
@@ -383,28 +639,72 @@ async def begin_turn(
                 model_name,
                 lease_seconds,
                 channel,
+                history_limit,
             )
+    title = title_from(message) or DEFAULT_TITLE
     if conversation_id is None:
-        conversation = await create_conversation(session, user_id, message)
+        lease, conversation_id = await _create_leased(session, user_id, title, lease_seconds)
     else:
-        conversation = await get_conversation(session, user_id, conversation_id)
-    assert conversation.id is not None
+        try:
+            lease = await _take_lease(session, user_id, conversation_id, lease_seconds, title=title)
+        except ConversationBusy:
+            # The same client_message_id may have raced in and now holds the lease.
+            if client_message_id is not None and await _by_client_message_id(
+                session, user_id, client_message_id
+            ):
+                raise _in_progress() from None
+            raise
     try:
-        lease = await _take_lease(session, user_id, conversation.id, lease_seconds)
-    except ConversationBusy:
-        # The same client_message_id may have raced in and now holds the lease.
-        if client_message_id is not None and await _by_client_message_id(
-            session, user_id, client_message_id
-        ):
-            raise _in_progress() from None
-        raise
-    try:
-        user_message = await store_user_message(
-            session, user_id, conversation, message, client_message_id=client_message_id
+        # No savepoint: a failure here ends the whole transaction anyway.
+        stored = await _insert_message(
+            session, conversation_id, user_id, "user", message, client_message_id=client_message_id
         )
     except IntegrityError as exc:  # the same client_message_id raced in
         raise _in_progress() from exc
-    return await _open_run(session, conversation, user_message, lease, model_name, channel)
+    run_id = await _insert_run(session, conversation_id, user_id, stored.id, model_name, channel)
+    return TurnStart(
+        conversation_id,
+        stored.id,
+        run_id,
+        lease,
+        stored.seq,
+        history=await _read_history(session, conversation_id, history_limit, stored.seq),
+    )
+
+
+async def _create_leased(
+    session: AsyncSession, user_id: str, title: str, lease_seconds: int
+) -> tuple[str, int]:
+    """A new conversation, its lease taken as it is born (no run can be left in it)."""
+    now = utc_now()
+    token = uuid.uuid4().hex
+    params = {
+        "p_user_id": user_id,
+        "p_title": title,
+        "p_token": token,
+        "p_expires": now + timedelta(seconds=lease_seconds),
+        "p_now": now,
+    }
+    return token, (await session.execute(_CREATE_LEASED, params)).scalar_one()
+
+
+async def _insert_run(
+    session: AsyncSession,
+    conversation_id: int,
+    user_id: str,
+    user_message_id: int,
+    model_name: str,
+    channel: str,
+) -> int:
+    params = {
+        "p_conversation_id": conversation_id,
+        "p_user_id": user_id,
+        "p_message_id": user_message_id,
+        "p_model": model_name,
+        "p_channel": channel,
+    }
+    run_id: int = (await session.execute(_INSERT_RUN, params)).scalar_one()
+    return run_id
 
 
 def _in_progress() -> ConversationBusy:
@@ -415,23 +715,22 @@ def _in_progress() -> ConversationBusy:
 
 async def _by_client_message_id(
     session: AsyncSession, user_id: str, client_message_id: str
-) -> Message | None:
-    statement = select(Message).where(
-        col(Message.user_id) == user_id, col(Message.client_message_id) == client_message_id
-    )
-    found: Message | None = (await session.scalars(statement)).first()
-    return found
+) -> Row[Any] | None:
+    """(id, conversation_id, content, seq, deleted_at) of the message sent with this key."""
+    params = {"p_user_id": user_id, "p_key": client_message_id}
+    return (await session.execute(_FIND_BY_KEY, params)).first()
 
 
 async def _retry(
     session: AsyncSession,
     user_id: str,
-    existing: Message,
+    existing: Row[Any],
     conversation_id: int | None,
     message: str,
     model_name: str,
     lease_seconds: int,
     channel: str,
+    history_limit: int | None,
 ) -> TurnStart:
     if conversation_id is not None and conversation_id != existing.conversation_id:
         raise Conflict(
@@ -443,30 +742,47 @@ async def _retry(
             "client_message_id was already used for a different message",
             code="idempotency_key_reused",
         )
-    conversation = await get_conversation(session, user_id, existing.conversation_id)
-    replay = await _stored_reply(session, existing)
+    conversation_id = existing.conversation_id
+    await _ensure_owned(session, user_id, conversation_id)
+    replay = await _stored_reply(session, conversation_id, existing.id)
     if replay is not None:
-        return TurnStart(conversation.id or 0, existing.id or 0, 0, "", existing.seq, replay=replay)
-    if existing.deleted_at is not None or await _has_later_user_messages(session, existing):
+        return TurnStart(conversation_id, existing.id, 0, "", existing.seq, replay=replay)
+    if existing.deleted_at is not None or await _has_later_user_messages(
+        session, conversation_id, existing.seq
+    ):
         raise Conflict(
             "Later messages in this conversation were answered since; send this one again "
             "as a new message",
             code="turn_outdated",
         )
     try:
-        lease = await _take_lease(session, user_id, existing.conversation_id, lease_seconds)
+        lease = await _take_lease(session, user_id, conversation_id, lease_seconds)
     except ConversationBusy as exc:
         raise _in_progress() from exc
-    return await _open_run(session, conversation, existing, lease, model_name, channel)
+    run_id = await _insert_run(session, conversation_id, user_id, existing.id, model_name, channel)
+    return TurnStart(
+        conversation_id,
+        existing.id,
+        run_id,
+        lease,
+        existing.seq,
+        history=await _read_history(session, conversation_id, history_limit),
+    )
 
 
-async def _has_later_user_messages(session: AsyncSession, message: Message) -> bool:
+async def _has_later_user_messages(session: AsyncSession, conversation_id: int, seq: int) -> bool:
+    m = _MESSAGE.c
     statement = (
-        visible_messages(message.conversation_id)
-        .where(col(Message.seq) > message.seq, col(Message.role) == "user")
+        select(m.id)
+        .where(
+            m.conversation_id == conversation_id,
+            m.deleted_at.is_(None),
+            m.seq > seq,
+            m.role == "user",
+        )
         .limit(1)
     )
-    return (await session.scalars(statement)).first() is not None
+    return (await session.execute(statement)).first() is not None
 
 
 def ensure_not_answering(conversation: Conversation) -> None:
@@ -504,30 +820,6 @@ async def store_user_message(
         )
 
 
-async def _open_run(
-    session: AsyncSession,
-    conversation: Conversation,
-    user_message: Message,
-    lease: str,
-    model_name: str,
-    channel: str,
-) -> TurnStart:
-    assert conversation.id is not None
-    assert user_message.id is not None
-    run = AgentRun(
-        conversation_id=conversation.id,
-        user_id=conversation.user_id,
-        user_message_id=user_message.id,
-        model=model_name,
-        channel=channel,
-    )
-    session.add(run)
-    conversation.updated_at = utc_now()
-    await session.flush()
-    assert run.id is not None
-    return TurnStart(conversation.id, user_message.id, run.id, lease, user_message.seq)
-
-
 async def answer_stored_message(
     session: AsyncSession,
     user_id: str,
@@ -537,6 +829,7 @@ async def answer_stored_message(
     model_name: str,
     lease_seconds: int,
     channel: str,
+    history_limit: int | None = None,
 ) -> TurnStart:
     """Answer a user message already stored (ChatKit: a new message or a retry), under the lease.
 
@@ -544,26 +837,48 @@ async def answer_stored_message(
     them) in the same transaction, so a retry refused as busy changes nothing. Tool-only
     records stay, so the model still sees what already happened.
     """
-    conversation = await get_conversation(session, user_id, conversation_id)
-    statement = visible_messages(conversation_id).where(
-        col(Message.item_id) == user_message_item_id, col(Message.role) == "user"
-    )
-    user_message = (await session.scalars(statement)).first()
-    if user_message is None:
+    c, m = _CONVERSATION.c, _MESSAGE.c
+    # The conversation and the message in one read: an unknown conversation is told apart
+    # from an unknown message by the outer join.
+    found = (
+        await session.execute(
+            select(m.id, m.seq)
+            .select_from(
+                _CONVERSATION.outerjoin(
+                    _MESSAGE,
+                    (m.conversation_id == c.id)
+                    & (m.item_id == user_message_item_id)
+                    & (m.role == "user")
+                    & m.deleted_at.is_(None),
+                )
+            )
+            .where(c.id == conversation_id, c.user_id == user_id, c.deleted_at.is_(None))
+        )
+    ).first()
+    if found is None:
+        raise ConversationNotFound(conversation_id)
+    if found.id is None:
         raise NotFound("That message is not in this conversation", code="message_not_found")
     lease = await _take_lease(session, user_id, conversation_id, lease_seconds)
     await session.execute(
-        update(Message)
+        update(_MESSAGE)
         .where(
-            col(Message.conversation_id) == conversation_id,
-            col(Message.seq) > user_message.seq,
-            col(Message.deleted_at).is_(None),
-            or_(col(Message.role) == "user", col(Message.content) != ""),
+            m.conversation_id == conversation_id,
+            m.seq > found.seq,
+            m.deleted_at.is_(None),
+            or_(m.role == "user", m.content != ""),
         )
         .values(deleted_at=utc_now())
-        .execution_options(synchronize_session=False)
     )
-    return await _open_run(session, conversation, user_message, lease, model_name, channel)
+    run_id = await _insert_run(session, conversation_id, user_id, found.id, model_name, channel)
+    return TurnStart(
+        conversation_id,
+        found.id,
+        run_id,
+        lease,
+        found.seq,
+        history=await _read_history(session, conversation_id, history_limit),
+    )
 
 
 async def record_feedback(
@@ -588,15 +903,10 @@ async def record_feedback(
     return len(runs)
 
 
-async def _release(session: AsyncSession, conversation_id: int, lease_token: str) -> None:
-    await session.execute(
-        update(Conversation)
-        .where(
-            col(Conversation.id) == conversation_id, col(Conversation.lease_owner) == lease_token
-        )
-        .values(lease_owner=None, lease_expires_at=None, updated_at=utc_now())
-        .execution_options(synchronize_session=False)
-    )
+async def _release(session: AsyncSession, conversation_id: int, lease_token: str) -> bool:
+    """Give the lease back; False when this turn no longer held it."""
+    params = {"p_conversation_id": conversation_id, "p_token": lease_token, "p_now": utc_now()}
+    return (await session.execute(_RELEASE, params)).first() is not None
 
 
 @dataclass(frozen=True)
@@ -623,18 +933,24 @@ async def finish_turn(
     False when the lease was lost (the turn outlived it and another took over): the run is
     closed as failed and nothing more is added to the conversation.
     """
-    if not await _holds_lease(session, start):
-        await close_abandoned_runs(session, col(AgentRun.id) == start.run_id, "lease_lost")
-        closed = await session.get(AgentRun, start.run_id)
-        if closed is not None and closed.latency_ms is None:
-            _measure(closed, record)  # the logs still show what the lost turn cost
+    measured = {
+        "latency_ms": record.latency_ms,
+        "model_calls": record.model_calls,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+    }
+    # Releasing first takes the conversation's row lock, and proves the lease was held: the
+    # rest of this transaction either all happens or not at all.
+    if not await _release(session, start.conversation_id, start.lease_token):
+        await close_abandoned_runs(session, _r.id == start.run_id, "lease_lost")
+        # The logs still show what the lost turn cost.
+        await session.execute(
+            update(_RUN).where(_r.id == start.run_id, _r.latency_ms.is_(None)).values(measured)
+        )
         return False
-    run = await session.get(AgentRun, start.run_id)
-    if run is None or run.status != "running":
-        return False
-    assistant = None
+    assistant_id = None
     if record.reply is not None or record.tool_calls:
-        assistant = await add_message(
+        stored = await _insert_message(
             session,
             start.conversation_id,
             user_id,
@@ -643,48 +959,30 @@ async def finish_turn(
             tool_calls=record.tool_calls or None,
             item_id=record.reply_item_id,
         )
-    run.status = record.status
-    run.assistant_message_id = assistant.id if assistant is not None else None
-    run.tool_calls = record.tool_calls or None
-    run.error_code = record.error_code
-    run.error_message = (record.error_message or "")[:2000] or None
-    run.finished_at = utc_now()
-    _measure(run, record)
-    await _release(session, start.conversation_id, start.lease_token)
-    await session.flush()
+        assistant_id = stored.id
+    closing = {
+        "status": record.status,
+        "assistant_message_id": assistant_id,
+        "tool_calls": record.tool_calls or None,
+        "error_code": record.error_code,
+        "error_message": (record.error_message or "")[:2000] or None,
+        "finished_at": utc_now(),
+        **measured,
+    }
+    params = {"p_run_id": start.run_id, **{f"p_{k}": v for k, v in closing.items()}}
+    if (await session.execute(_CLOSE_RUN, params)).first() is None:
+        # Someone closed the run meanwhile (a restart found it stale): this turn adds nothing.
+        if assistant_id is not None:
+            await session.execute(delete(_MESSAGE).where(_m.id == assistant_id))
+        return False
     return True
-
-
-def _measure(run: AgentRun, record: TurnRecord) -> None:
-    run.latency_ms = record.latency_ms
-    run.model_calls = record.model_calls
-    run.input_tokens = record.input_tokens
-    run.output_tokens = record.output_tokens
-
-
-async def _holds_lease(session: AsyncSession, start: TurnStart) -> bool:
-    result = await session.execute(
-        update(Conversation)
-        .where(
-            col(Conversation.id) == start.conversation_id,
-            col(Conversation.lease_owner) == start.lease_token,
-        )
-        .values(updated_at=utc_now())
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def journal_tool_calls(
     session: AsyncSession, run_id: int, tool_calls: list[dict[str, Any]]
 ) -> None:
     """Keep the finished task-changing calls of a running turn, in case its process dies."""
-    await session.execute(
-        update(AgentRun)
-        .where(col(AgentRun.id) == run_id, col(AgentRun.status) == "running")
-        .values(tool_calls=tool_calls)
-        .execution_options(synchronize_session=False)
-    )
+    await session.execute(_JOURNAL, {"p_run_id": run_id, "p_tool_calls": tool_calls})
 
 
 async def close_abandoned_runs(
@@ -695,11 +993,22 @@ async def close_abandoned_runs(
     The one place a run that will not finish normally is closed. Its journaled tool calls
     become a tool-only assistant message, so a retry's model sees what already happened.
     """
-    statement = select(AgentRun).where(which, col(AgentRun.status) == "running")
-    runs = (await session.scalars(statement.with_for_update())).all()
+    statement = (
+        update(_RUN).where(which, _RUN_IS_RUNNING).values(_FAILED).returning(*_FAILED_RETURNS)
+    )
+    return await _fail_runs(session, statement, error_code, {})
+
+
+async def _fail_runs(
+    session: AsyncSession, statement: Any, error_code: str, params: dict[str, Any]
+) -> int:
+    runs = (
+        await session.execute(statement, {"p_error_code": error_code, "p_now": utc_now(), **params})
+    ).all()
     for run in runs:
         if run.tool_calls and run.assistant_message_id is None:
-            stored = await add_message(
+            await _lock_conversation(session, run.conversation_id)
+            stored = await _insert_message(
                 session,
                 run.conversation_id,
                 run.user_id,
@@ -707,11 +1016,9 @@ async def close_abandoned_runs(
                 "",
                 tool_calls=run.tool_calls,
             )
-            run.assistant_message_id = stored.id
-        run.status = "failed"
-        run.error_code = error_code
-        run.finished_at = utc_now()
-    await session.flush()
+            await session.execute(
+                update(_RUN).where(_r.id == run.id).values(assistant_message_id=stored.id)
+            )
     return len(runs)
 
 
@@ -723,12 +1030,12 @@ async def close_stale_runs(session: AsyncSession) -> int:
             col(Conversation.lease_expires_at) < utc_now(),
         )
     )
-    return await close_abandoned_runs(session, col(AgentRun.conversation_id).in_(lapsed))
+    return await close_abandoned_runs(session, _RUN.c.conversation_id.in_(lapsed))
 
 
 async def abandon_turn(session: AsyncSession, start: TurnStart, code: str) -> None:
     """Fail a still-running run and release its lease, if this turn still holds it."""
-    await close_abandoned_runs(session, col(AgentRun.id) == start.run_id, code)
+    await close_abandoned_runs(session, _RUN.c.id == start.run_id, code)
     await _release(session, start.conversation_id, start.lease_token)
 
 

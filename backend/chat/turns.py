@@ -212,7 +212,7 @@ class TurnRunner:
     runtime: AgentRuntime
 
     async def begin(self, user_id: str, request: ChatRequest, channel: str = "chat") -> TurnStart:
-        """The first short transaction: conversation, lease, user message, run record."""
+        """The first short transaction: conversation, lease, user message, run record, history."""
         async with self.database.session_scope(write=True) as session:
             start = await chat_service.begin_turn(
                 session,
@@ -223,6 +223,7 @@ class TurnRunner:
                 model_name=self.runtime.model_name,
                 lease_seconds=self.runtime.settings.chat_lease_seconds,
                 channel=channel,
+                history_limit=self.runtime.settings.chat_history_messages,
             )
         return replace(start, channel=channel)
 
@@ -239,6 +240,7 @@ class TurnRunner:
                 model_name=self.runtime.model_name,
                 lease_seconds=self.runtime.settings.chat_lease_seconds,
                 channel=channel,
+                history_limit=self.runtime.settings.chat_history_messages,
             )
         return replace(start, channel=channel)
 
@@ -332,7 +334,13 @@ class TurnRunner:
         return _Outcome(reply=reply)
 
     async def _history(self, start: TurnStart) -> list[Any]:
-        """What the model is given: the newest messages, ending at this turn's own message."""
+        """What the model is given: the newest messages, ending at this turn's own message.
+
+        Read when the turn began, in that transaction; read here only for a start that
+        came without it.
+        """
+        if start.history is not None:
+            return list(start.history)
         async with self.database.session_scope() as session:
             return await chat_service.recent_messages(
                 session,
