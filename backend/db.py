@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -30,6 +31,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_SECONDS = 30
 POOL_TIMEOUT_SECONDS = 10
+# A pooled connection idle this long is tested before use (_ping_idle_connections).
+PING_AFTER_IDLE_SECONDS = 2.0
 # Settings.database_pool_size / database_max_overflow for the servers.
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_OVERFLOW = 5
@@ -145,9 +148,8 @@ def create_engine(
         return engine
     # Bounded waits: a partitioned network must end as "database unavailable" in seconds,
     # not hang a request (asyncpg has no statement timeout by default).
-    return create_async_engine(
+    engine = create_async_engine(
         url,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=POOL_TIMEOUT_SECONDS,
@@ -156,6 +158,36 @@ def create_engine(
             "command_timeout": STATEMENT_TIMEOUT_SECONDS,
         },
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Test a pooled connection before use only when it has been idle a while.
+
+    A connection that sat idle may have died with a database restart or a network blip;
+    one checked in moments ago was just working. Pinging every checkout (`pool_pre_ping`)
+    cost a round trip per transaction, a tenth of a chat turn's CPU. A connection that dies
+    in between is still an outage for the request that meets it, and SQLAlchemy then
+    replaces every connection opened before the failure.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool drops this connection and checks out another (up to three times).
+            raise DisconnectionError(f"idle connection is gone: {type(exc).__name__}") from exc
+        if not alive:
+            raise DisconnectionError("idle connection is gone")
 
 
 class Database:

@@ -16,7 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db import Database, is_database_unavailable
+from backend import db as db_module
+from backend.db import Database, DatabaseOutage, is_database_unavailable
 from backend.errors import AppError
 from backend.web import RequestIdMiddleware, install_error_handlers
 
@@ -242,3 +243,49 @@ async def test_rest_answers_503_database_unavailable_when_the_pool_has_no_free_c
 
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "database_unavailable"
+
+
+async def _terminate_pooled_connection(database: Database, url: str) -> None:
+    """Use the pool's one connection, then have another session kill its backend."""
+    async with database.session_scope() as session:
+        pid: int = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    admin = create_async_engine(url)
+    try:
+        async with admin.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await admin.dispose()
+
+
+async def test_an_idle_pooled_connection_that_died_is_replaced_before_use(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to lose the connection")
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)  # every reuse counts as idle
+    database = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        await _terminate_pooled_connection(database, database_url)
+        async with database.session_scope() as session:
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_connection_reused_at_once_is_not_pinged_and_a_dead_one_is_an_outage(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to lose the connection")
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    database = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        await _terminate_pooled_connection(database, database_url)
+        with pytest.raises(DatabaseOutage):
+            async with database.session_scope() as session:
+                await session.execute(text("SELECT 1"))
+        # The failure replaced the dead connection: the next request works.
+        async with database.session_scope() as session:
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
