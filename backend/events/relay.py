@@ -41,7 +41,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -150,33 +150,9 @@ class Relay:
             return (await session.scalar(statement)) is not None
 
     async def _publishable(self, session: AsyncSession, *, claim: bool) -> list[OutboxEvent]:
-        now = utc_now()
-        earlier = aliased(OutboxEvent, name="earlier")
-        # An earlier event of the task waiting out a refusal holds the later ones back; left
-        # in the candidates they would fill every batch and starve other tasks.
-        waiting_behind_backoff = (
-            select(col(earlier.id))
-            .where(
-                col(earlier.task_id) == col(OutboxEvent.task_id),
-                col(earlier.status) == "pending",
-                col(earlier.id) < col(OutboxEvent.id),
-                col(earlier.available_at) > now,
-            )
-            .exists()
-        )
-        candidates = (
-            select(OutboxEvent)
-            .where(
-                col(OutboxEvent.status) == "pending",
-                col(OutboxEvent.available_at) <= now,
-                ~waiting_behind_backoff,
-            )
-            .order_by(col(OutboxEvent.id))
-            .limit(self.settings.events_batch_size)
-        )
-        if claim:
-            candidates = candidates.with_for_update(skip_locked=True, of=OutboxEvent)
-        rows = list((await session.scalars(candidates)).all())
+        statement = _CLAIM_CANDIDATES if claim else _CANDIDATES
+        parameters = {"now": utc_now(), "batch": self.settings.events_batch_size}
+        rows = list((await session.scalars(statement, parameters)).all())
         if not rows or not claim:
             # One relay (SQLite): every earlier available event of a task is in this batch.
             return rows
@@ -190,16 +166,8 @@ class Relay:
     ) -> dict[int, int]:
         """Per task of `rows`: the first pending event not among them (claimed by another
         relay, or waiting out a refusal); events of the task after it must wait."""
-        statement = (
-            select(col(OutboxEvent.task_id), func.min(col(OutboxEvent.id)))
-            .where(
-                col(OutboxEvent.status) == "pending",
-                col(OutboxEvent.task_id).in_({row.task_id for row in rows}),
-                col(OutboxEvent.id).not_in([_id(row) for row in rows]),
-            )
-            .group_by(col(OutboxEvent.task_id))
-        )
-        found = (await session.execute(statement)).all()
+        parameters = {"tasks": list({row.task_id for row in rows}), "ids": [_id(r) for r in rows]}
+        found = (await session.execute(_FIRST_PENDING_ELSEWHERE, parameters)).all()
         return {int(task_id): int(first) for task_id, first in found if first is not None}
 
     async def _mark(
@@ -209,13 +177,7 @@ class Relay:
         published = [row for row in batch if _id(row) not in result.refused]
         if published:
             await session.execute(
-                update(OutboxEvent)
-                .where(
-                    col(OutboxEvent.id).in_([_id(row) for row in published]),
-                    col(OutboxEvent.status) == "pending",
-                )
-                .values(status="published", published_at=now)
-                .execution_options(synchronize_session=False)
+                _MARK_PUBLISHED, {"ids": [_id(row) for row in published], "now": now}
             )
         for row in batch:
             if _id(row) in result.refused:
@@ -420,6 +382,48 @@ class Relay:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# Built once: constructing these statements cost a relay round more than running them.
+# An earlier event of the task waiting out a refusal holds the later ones back; left in the
+# candidates they would fill every batch and starve other tasks.
+_earlier = aliased(OutboxEvent, name="earlier")
+_CANDIDATES = (
+    select(OutboxEvent)
+    .where(
+        col(OutboxEvent.status) == "pending",
+        col(OutboxEvent.available_at) <= bindparam("now"),
+        ~select(col(_earlier.id))
+        .where(
+            col(_earlier.task_id) == col(OutboxEvent.task_id),
+            col(_earlier.status) == "pending",
+            col(_earlier.id) < col(OutboxEvent.id),
+            col(_earlier.available_at) > bindparam("now"),
+        )
+        .exists(),
+    )
+    .order_by(col(OutboxEvent.id))
+    .limit(bindparam("batch"))
+)
+_CLAIM_CANDIDATES = _CANDIDATES.with_for_update(skip_locked=True, of=OutboxEvent)
+_FIRST_PENDING_ELSEWHERE = (
+    select(col(OutboxEvent.task_id), func.min(col(OutboxEvent.id)))
+    .where(
+        col(OutboxEvent.status) == "pending",
+        col(OutboxEvent.task_id).in_(bindparam("tasks", expanding=True)),
+        col(OutboxEvent.id).not_in(bindparam("ids", expanding=True)),
+    )
+    .group_by(col(OutboxEvent.task_id))
+)
+_MARK_PUBLISHED = (
+    update(OutboxEvent)
+    .where(
+        col(OutboxEvent.id).in_(bindparam("ids", expanding=True)),
+        col(OutboxEvent.status) == "pending",
+    )
+    .values(status="published", published_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
 
 
 def _id(row: OutboxEvent) -> int:
