@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -9,7 +10,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, event, exists, false, func, or_, select, true
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    event,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
@@ -17,6 +33,7 @@ from sqlalchemy.sql import Select
 from sqlmodel import col
 
 from backend.clock import utc_now
+from backend.db import UTCDateTime
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.events.outbox import (
     Channel,
@@ -28,7 +45,7 @@ from backend.events.outbox import (
 )
 from backend.models import Task, TaskTag
 from backend.reminders.recurrence import next_due
-from backend.tasks.schemas import TaskCreate, TaskQuery, TaskReplace, TaskUpdate
+from backend.tasks.schemas import TaskCreate, TaskPublic, TaskQuery, TaskReplace, TaskUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +55,9 @@ DeleteScope = Literal["occurrence", "series"]
 PRIORITY_RANK = case(
     {"low": 0, "medium": 1, "high": 2, "urgent": 3}, value=col(Task.priority), else_=1
 )
+
+
+_OWNER = "owner"  # the user_id parameter of _owned's statements
 
 
 class TaskNotFound(NotFound):
@@ -99,7 +119,7 @@ def _forget_armed(session: Session, transaction: SessionTransaction) -> None:
 
 def _owned(user_id: str, *, include_deleted: bool = False) -> Select[Task]:
     """The one access-control point: this user's live tasks (restore also sees deleted ones)."""
-    statement = select(Task).where(col(Task.user_id) == user_id)
+    statement = select(Task).where(col(Task.user_id) == bindparam(_OWNER, user_id))
     return statement if include_deleted else statement.where(col(Task.deleted_at).is_(None))
 
 
@@ -351,31 +371,49 @@ async def get_task(
     return await _load(session, user_id, task_id, include_deleted=include_deleted)
 
 
-def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
-    now = utc_now()
+class _Values(dict[str, Any]):
+    """The values a query's statement binds, by name: a statement built once for a shape of
+    query serves every query of that shape with its own values."""
+
+    def bind(self, name: str, value: Any, type_: Any = None) -> BindParameter[Any]:
+        self[name] = value
+        return bindparam(name, value, type_=type_)
+
+
+def _like_escaped(text: str) -> str:
+    # What autoescape=True does, with the value bound rather than written into the statement.
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+def _filters(query: TaskQuery, values: _Values | None = None) -> list[ColumnElement[bool]]:
+    bind = (values if values is not None else _Values()).bind
     conditions: list[ColumnElement[bool]] = []
     if query.status != "all":
         conditions.append(
             col(Task.completed).is_(true() if query.status == "completed" else false())
         )
     if query.priority is not None:
-        conditions.append(col(Task.priority) == query.priority.value)
-    for tag in query.tag:
+        conditions.append(col(Task.priority) == bind("priority", query.priority.value))
+    for index, tag in enumerate(query.tag):
         conditions.append(
-            exists().where(col(TaskTag.task_id) == col(Task.id), col(TaskTag.tag) == tag)
+            exists().where(
+                col(TaskTag.task_id) == col(Task.id), col(TaskTag.tag) == bind(f"tag_{index}", tag)
+            )
         )
     if query.q:
+        pattern = bind("q", _like_escaped(query.q))
         conditions.append(
             or_(
-                col(Task.title).icontains(query.q, autoescape=True),
-                col(Task.description).icontains(query.q, autoescape=True),
+                col(Task.title).icontains(pattern, escape="/"),
+                col(Task.description).icontains(pattern, escape="/"),
             )
         )
     if query.due_before is not None:
-        conditions.append(col(Task.due_at) < query.due_before)
+        conditions.append(col(Task.due_at) < bind("due_before", query.due_before, UTCDateTime))
     if query.due_after is not None:
-        conditions.append(col(Task.due_at) >= query.due_after)
+        conditions.append(col(Task.due_at) >= bind("due_after", query.due_after, UTCDateTime))
     if query.overdue:
+        now = bind("now", utc_now(), UTCDateTime)
         conditions.append(and_(col(Task.due_at) < now, col(Task.completed).is_(false())))
     if query.has_reminder:
         conditions.append(
@@ -402,12 +440,167 @@ def _ordering(query: TaskQuery) -> list[Any]:
     return [primary, tie_break]
 
 
+def _matching(user_id: str, query: TaskQuery) -> Select[Task]:
+    return _owned(user_id).where(*_filters(query))
+
+
+async def _count(session: AsyncSession, scoped: Select[Any]) -> int:
+    return (await session.scalar(select(func.count()).select_from(scoped.subquery()))) or 0
+
+
 async def list_tasks(session: AsyncSession, user_id: str, query: TaskQuery) -> TaskListResult:
-    scoped = _owned(user_id).where(*_filters(query))
-    total = await session.scalar(select(func.count()).select_from(scoped.subquery()))
+    """A page of tasks as entities (for callers that go on to use them, e.g. MCP tools)."""
+    scoped = _matching(user_id, query)
+    total = await _count(session, scoped)
     page = scoped.order_by(*_ordering(query)).limit(query.limit).offset(query.offset)
     items = (await session.scalars(page)).all()
-    return TaskListResult(items=items, total=total or 0)
+    return TaskListResult(items=items, total=total)
+
+
+# --- the lean read path: tasks as plain records, in one statement -----------------------------
+
+TaskRecord = dict[str, Any]
+"""A task as TaskPublic shows it, field for field and in its order (ready for JSON)."""
+
+# Read straight from the tables, so result rows skip the ORM's entity loading.
+_TASK: Table = Task.__table__  # type: ignore[attr-defined]
+_LINKS: Table = TaskTag.__table__  # type: ignore[attr-defined]
+_RECORD_FIELDS = tuple(TaskPublic.model_fields)
+_RECORD_COLUMNS = tuple(name for name in _RECORD_FIELDS if name != "tags")
+
+
+@dataclass(frozen=True)
+class TaskRecordPage:
+    items: list[TaskRecord]
+    total: int
+
+
+def _tags_of(task_id: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A task's tags in their order, as one value: aggregated in SQL, not loaded per task."""
+    if dialect == "postgresql":
+        return (
+            select(func.array_agg(aggregate_order_by(_LINKS.c.tag, _LINKS.c.position)))
+            .where(_LINKS.c.task_id == task_id)
+            .scalar_subquery()
+        )
+    # SQLite before 3.44 has no ORDER BY inside an aggregate; an ordered subquery under an
+    # aggregate is never flattened, so its order is the one aggregated.
+    ordered = (
+        select(_LINKS.c.tag)
+        .where(_LINKS.c.task_id == task_id)
+        .order_by(_LINKS.c.position)
+        .correlate_except(_LINKS)
+        .subquery()
+    )
+    return select(func.json_group_array(ordered.c.tag)).scalar_subquery()
+
+
+def _record_columns(dialect: str) -> list[ColumnElement[Any]]:
+    columns: list[ColumnElement[Any]] = [_TASK.c[name] for name in _RECORD_COLUMNS]
+    tags_at = _RECORD_FIELDS.index("tags")
+    columns.insert(tags_at, _tags_of(_TASK.c.id, dialect).label("tags"))
+    return columns
+
+
+def _record(row: Any) -> TaskRecord:
+    # zip stops at the last field: a page's trailing total is left out.
+    record: TaskRecord = dict(zip(_RECORD_FIELDS, row, strict=False))
+    tags = record["tags"]
+    if tags is None:
+        record["tags"] = []
+    elif isinstance(tags, str):  # SQLite's JSON text
+        record["tags"] = json.loads(tags)
+    return record
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+# Built statements by the shape of their query: building one and deriving its cache key
+# costs more than running it. The key keeps every query field whose value is written into
+# the statement; a field whose value _filters binds by name keeps only whether it filters.
+_BOUND_FIELDS = frozenset({"priority", "tag", "q", "due_before", "due_after", "limit", "offset"})
+_MAX_SHAPES = 512
+_statements: dict[tuple[Any, ...], Select[Any]] = {}
+
+
+def _shape(dialect: str, query: TaskQuery) -> tuple[Any, ...]:
+    fields = ((name, getattr(query, name)) for name in TaskQuery.model_fields)
+    return (
+        dialect,
+        *(
+            (name, len(value) if isinstance(value, list) else bool(value))
+            if name in _BOUND_FIELDS
+            else (name, value)
+            for name, value in fields
+        ),
+    )
+
+
+def _page_statement(query: TaskQuery, dialect: str, values: _Values) -> Select[Any]:
+    # The page's ids first, counted by a window over every match; the columns and tags are
+    # then read for those ids alone.
+    page = (
+        _owned(values[_OWNER])
+        .where(*_filters(query, values))
+        .with_only_columns(_TASK.c.id, func.count().over().label("total"))
+        .order_by(*_ordering(query))
+        .limit(values.bind("limit", query.limit))
+        .offset(values.bind("offset", query.offset))
+        .subquery("page")
+    )
+    return (
+        select(*_record_columns(dialect), page.c.total)
+        .select_from(page.join(_TASK, _TASK.c.id == page.c.id))
+        .order_by(*_ordering(query))
+    )
+
+
+async def list_task_records(
+    session: AsyncSession, user_id: str, query: TaskQuery
+) -> TaskRecordPage:
+    """The same page as list_tasks (same filters, order, paging), as records, with the tags
+    and the total from one statement. Only a page past the end needs a second one (a count)."""
+    dialect = _dialect(session)
+    values = _Values({_OWNER: user_id, "limit": query.limit, "offset": query.offset})
+    key = _shape(dialect, query)
+    statement = _statements.get(key)
+    if statement is None:
+        statement = _page_statement(query, dialect, values)
+        if len(_statements) >= _MAX_SHAPES:
+            _statements.clear()
+        _statements[key] = statement
+    else:
+        _filters(query, values)  # this query's values, for the statement already built
+    connection = await session.connection()
+    rows = (await connection.execute(statement, values)).all()
+    if not rows:
+        total = await _count(session, _matching(user_id, query)) if query.offset else 0
+        return TaskRecordPage(items=[], total=total)
+    return TaskRecordPage(items=[_record(row) for row in rows], total=rows[0].total)
+
+
+def _one_statement(dialect: str) -> Select[Any]:
+    key = (dialect, "one")
+    statement = _statements.get(key)
+    if statement is None:
+        statement = _statements[key] = (
+            _owned("")
+            .with_only_columns(*_record_columns(dialect))
+            .where(_TASK.c.id == bindparam("task_id"))
+        )
+    return statement
+
+
+async def get_task_record(session: AsyncSession, user_id: str, task_id: int) -> TaskRecord:
+    """get_task's task (same access rule) as a record, with its tags, in one statement."""
+    connection = await session.connection()
+    statement = _one_statement(_dialect(session))
+    row = (await connection.execute(statement, {_OWNER: user_id, "task_id": task_id})).first()
+    if row is None:
+        raise TaskNotFound(task_id)
+    return _record(row)
 
 
 async def update_task(
