@@ -14,10 +14,13 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Enough samples for a median and a p95 in well under a minute each.
 SMALL: dict[str, list[str]] = {
-    "chat_turn": ["--turns", "40", "--users", "4"],
+    "chat_turn": ["--turns", "40", "--users", "4", "--rounds", "4"],
+    "history_scaling": ["--turns", "40", "--rounds", "4"],
+    "soak": ["--turns", "500", "--warmup", "100", "--sample-every", "100"],
     "mcp_call": ["--iterations", "40", "--budget", "3"],
     "events": ["--requests", "100", "--events", "1000", "--tasks", "50"],
     "reminders": "--reminders 1000 --users 100 --conversations 10 --spread 10".split(),
+    "rest_list": ["--requests", "1000", "--rounds", "2"],
 }
 
 
@@ -40,7 +43,7 @@ def command(name: str, options: list[str]) -> list[str]:
 
 
 def _parser(available: dict[str, str]) -> argparse.ArgumentParser:
-    listing = "\n".join(f"  {name:<12} {summary}" for name, summary in available.items())
+    listing = "\n".join(f"  {name:<16} {summary}" for name, summary in available.items())
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,

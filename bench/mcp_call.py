@@ -34,6 +34,7 @@ import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from backend.agent.tools import TOOLS
 from backend.auth.mcp_tokens import mcp_token_config, mint_mcp_token
 from backend.cli import migrate
 from backend.config import Settings
@@ -99,7 +100,7 @@ async def _connect_list_call(mcp_url: str, http: httpx2.AsyncClient) -> None:
     ):
         await session.initialize()
         tools = (await session.list_tools()).tools
-        assert len(tools) == 8, [tool.name for tool in tools]
+        assert len(tools) == len(TOOLS), [tool.name for tool in tools]
         result = await session.call_tool("list_tasks", {"limit": 10})
         assert not result.is_error, result.content
 

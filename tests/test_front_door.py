@@ -234,10 +234,11 @@ def test_bench_lists_every_benchmark() -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert "chat_turn    What a chat turn costs" in result.stdout
-    assert "mcp_call     What one MCP tool call costs" in result.stdout
-    assert "events       Task events" in result.stdout
-    assert set(benchmarks()) == {"chat_turn", "mcp_call", "events", "reminders"} == set(SMALL)
+    assert "chat_turn        What a chat turn costs" in result.stdout
+    assert "mcp_call         What one MCP tool call costs" in result.stdout
+    assert "events           Task events" in result.stdout
+    expected = {"chat_turn", "history_scaling", "soak", "rest_list", "mcp_call", "events"}
+    assert set(benchmarks()) == {*expected, "reminders"} == set(SMALL)
 
 
 def test_bench_options_come_after_the_small_defaults_so_they_win() -> None:
