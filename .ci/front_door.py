@@ -47,6 +47,9 @@ SKIPS = {
     r"make (run|test)\b": "`make run` is what this walk-through runs; `make test` is .ci/run's",
     r"npx\b": "the MCP Inspector line needs Node; tests/mcp_server/test_inspector.py runs it",
     r"docker\b": "needs Docker",
+    r"(make bench|\S*python -m bench)\b": "benchmarks run for minutes; tests/test_bench.py "
+    "checks each one's options",
+    r"\S*todo-assistant serve --workers\b": "needs PostgreSQL; tests/cli/test_workers.py runs it",
 }
 ENV_PREFIX = r"(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*"
 # Commands that follow forever: run for a while, then stopped like Ctrl-C.
