@@ -25,7 +25,7 @@ import sqlalchemy
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from backend.config import Settings, describe_problems, get_settings
+from backend.config import MAX_WORKERS, Settings, describe_problems, get_settings
 from backend.db import Database, create_engine
 from backend.errors import AppError
 
@@ -37,8 +37,6 @@ USER_TOKEN_TTL_SECONDS = 3600
 MCP_TOKEN_MAX_TTL_SECONDS = 600
 # Written by `serve` so that `token --mcp` mints for the MCP server actually running.
 RUNTIME_FILE = "serve.json"
-# As Settings.api_workers / mcp_workers allow.
-MAX_WORKERS = 32
 # Usage and configuration errors share argparse's exit code: the command cannot run as set up.
 EXIT_CONFIGURATION = 2
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -26,6 +26,12 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# Worker processes per server, and the connections each process may hold by default.
+MAX_WORKERS = 32
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 5
+
+
 class Settings(BaseSettings):
     # Empty values (`AUTH_SECRET=` as in .env.example) mean "unset", not "".
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
@@ -86,14 +92,15 @@ class Settings(BaseSettings):
 
     # Server processes (uvicorn workers) of the API and of the MCP server. More than one
     # needs PostgreSQL: SQLite takes one writer at a time, so one process writes.
-    api_workers: int = Field(default=1, ge=1, le=32)
-    mcp_workers: int = Field(default=1, ge=1, le=32)
+    api_workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    mcp_workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     # PostgreSQL connections per process: at most pool size + overflow. Every worker of the
     # API and of the MCP server (and a separate relay or scheduler) has its own pool, so
-    # (api_workers + mcp_workers + others) x (pool + overflow) must stay under the
-    # server's max_connections, with room for migrations and psql (specs/performance.md).
-    database_pool_size: int = Field(default=5, ge=1, le=100)
-    database_max_overflow: int = Field(default=5, ge=0, le=100)
+    # (api_workers + mcp_workers + others) x (pool + overflow), plus one LISTEN connection per
+    # API worker (the relay's), must stay under the server's max_connections, with room for
+    # migrations and psql (specs/performance.md).
+    database_pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=100)
+    database_max_overflow: int = Field(default=DEFAULT_MAX_OVERFLOW, ge=0, le=100)
 
     # Task events: the outbox relay and where it publishes (specs/events.md).
     # none: events stay in the log, marked published here (dev); dapr: the sidecar's pub/sub;

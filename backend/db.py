@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from backend.config import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from backend.errors import AppError, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -30,12 +31,11 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_SECONDS = 30
-POOL_TIMEOUT_SECONDS = 10
+# Well under MCP_TIMEOUT_SECONDS (10): a tool call that waited this long for a connection
+# must fail inside the MCP server, not commit after the API has given up on it.
+POOL_TIMEOUT_SECONDS = 5
 # A pooled connection idle this long is tested before use (_ping_idle_connections).
 PING_AFTER_IDLE_SECONDS = 2.0
-# Settings.database_pool_size / database_max_overflow for the servers.
-DEFAULT_POOL_SIZE = 5
-DEFAULT_MAX_OVERFLOW = 5
 
 # PostgreSQL states that mean "the server cannot serve you right now", not "your query is
 # wrong". asyncpg raises them as plain PostgresError subclasses, which SQLAlchemy wraps in a

@@ -1,4 +1,4 @@
-"""python -m mcp_server [--transport http|stdio] [--host] [--port]
+"""python -m mcp_server [--transport http|stdio] [--host] [--port] [--workers]
 
 The same as `todo-assistant mcp`: without --transport, MCP_TRANSPORT decides (default http).
 """

@@ -7,13 +7,15 @@ import os
 import anyio
 from starlette.applications import Starlette
 
+from backend.agent.mcp_client import KEEPALIVE_EXPIRY_SECONDS
 from backend.config import Settings, get_settings
 from backend.db import Database
 from mcp_server.server import build_server, create_http_app
 
 # The API keeps its connections to this server open between turns; uvicorn's default (5 s)
-# would close them in every pause and make the next turn connect again.
-KEEP_ALIVE_SECONDS = 75
+# would close them in every pause and make the next turn connect again. Longer than the
+# API's own expiry, so this side never closes a connection the API is about to reuse.
+KEEP_ALIVE_SECONDS = int(KEEPALIVE_EXPIRY_SECONDS) + 15
 
 
 def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None:

@@ -614,7 +614,10 @@ def versioned(release: str, tools: list[Tool]) -> str:
     (the API does) sees a changed list on its next call, whether or not the release moved.
     """
     described = [
-        tool.model_dump(mode="json", include={"name", "description", "parameters", "annotations"})
+        tool.model_dump(
+            mode="json",
+            include={"name", "title", "description", "parameters", "annotations", "icons", "meta"},
+        )
         | {"output": tool.output_schema}
         for tool in tools
     ]

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx2
@@ -46,8 +47,7 @@ TOOLS_MAX_AGE_SECONDS = 300.0
 MAX_TOOL_PAGES = 20
 # Concurrent tool calls of one API process; more wait for a free connection.
 MAX_CONNECTIONS = 64
-# Under the MCP server's keep-alive (mcp_server/runner.py), so the server never closes a
-# connection this side is about to reuse.
+# The MCP server keeps connections open longer than this (mcp_server/runner.py).
 KEEPALIVE_EXPIRY_SECONDS = 60.0
 TOOLS_LIST_CHANGED = "notifications/tools/list_changed"
 # How servers word it, as a JSON-RPC error or (the Python SDK) as an error result.
@@ -81,9 +81,12 @@ class McpToolsClient:
     _list: _ToolList | None = None
     _refresh: asyncio.Lock | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _closed: bool = False
     lists_fetched: int = 0  # how often the list was fetched: a test and the benchmark read it
 
     def _client(self) -> httpx2.AsyncClient:
+        if self._closed:
+            raise McpCallError("the MCP client is closed (the server is shutting down)")
         loop = asyncio.get_running_loop()
         if self._http is None or self._loop is not loop:
             # Connections belong to the loop that opened them; a new loop (tests) starts over.
@@ -96,6 +99,9 @@ class McpToolsClient:
             self._http = httpx2.AsyncClient(
                 timeout=self.timeout_seconds,
                 follow_redirects=False,
+                # Shared by every user's turns: a cookie one answer sets (a balancer's,
+                # a proxy's) must never ride along with another user's request.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
                 # A failed connect never reached the server, so trying again is safe.
                 transport=httpx2.AsyncHTTPTransport(verify=verify, limits=limits, retries=1),
             )
@@ -104,6 +110,7 @@ class McpToolsClient:
         return self._http
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._http is not None and self._loop is asyncio.get_running_loop():
             await self._http.aclose()
         self._http = None

@@ -1,4 +1,4 @@
-"""What a turn needs from the agent side: the model (chosen once), MCP connections, the agent."""
+"""What a turn needs from the agent side: the model (chosen once), the task tools, the agent."""
 
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ class TurnTools:
     token: str
     budget: ToolBudget
     function_tools: list[Tool]
+    # Set when the turn's block ends: a run that outlives it (cancelled, or abandoned by an
+    # error) must not go on changing tasks beside the next turn.
+    closed: bool = False
 
     async def list_tools(self) -> list[MCPTool]:
         try:
@@ -114,6 +117,8 @@ class TurnTools:
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
     ) -> CallToolResult:
+        if self.closed:
+            raise ToolsConnectionError("the turn has ended; its tool calls are refused")
         refusal = self.budget.refusal(tool_name, arguments)
         if refusal is not None:
             return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
@@ -308,6 +313,7 @@ class AgentRuntime:
         try:
             yield turn
         finally:
+            turn.closed = True
             _current_turn.reset(previous)
 
     def agent(self, tools: TurnTools, now: datetime, zone: ZoneInfo) -> Agent[Any]:
@@ -315,7 +321,7 @@ class AgentRuntime:
             name="Todo Assistant",
             instructions=build_instructions(now, zone),
             model=self.model,
-            tools=tools.function_tools,
+            tools=list(tools.function_tools),
             model_settings=ModelSettings(timeout=self.settings.agent_model_timeout_seconds),
         )
 

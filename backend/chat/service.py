@@ -750,15 +750,15 @@ async def _retry(
     if existing.deleted_at is not None or await _has_later_user_messages(
         session, conversation_id, existing.seq
     ):
-        raise Conflict(
-            "Later messages in this conversation were answered since; send this one again "
-            "as a new message",
-            code="turn_outdated",
-        )
+        raise _outdated()
     try:
         lease = await _take_lease(session, user_id, conversation_id, lease_seconds)
     except ConversationBusy as exc:
         raise _in_progress() from exc
+    # Again under the lock: a message may have arrived between the check and the lease
+    # (PostgreSQL reads committed rows), and the history below must end at this one.
+    if await _has_later_user_messages(session, conversation_id, existing.seq):
+        raise _outdated()  # the transaction rolls back, lease and all
     run_id = await _insert_run(session, conversation_id, user_id, existing.id, model_name, channel)
     return TurnStart(
         conversation_id,
@@ -767,6 +767,14 @@ async def _retry(
         lease,
         existing.seq,
         history=await _read_history(session, conversation_id, history_limit),
+    )
+
+
+def _outdated() -> Conflict:
+    return Conflict(
+        "Later messages in this conversation were answered since; send this one again "
+        "as a new message",
+        code="turn_outdated",
     )
 
 

@@ -367,12 +367,17 @@ class TurnRunner:
                 run_config=self.runtime.run_config(),
             )
             recorder.result = result
-            async for event in result.stream_events():
-                finished = recorder.observe(event)
-                if finished is not None and finished.changed_tasks:
-                    await self._journal(start, recorder)
-                if budget.exhausted is not None:
-                    result.cancel(mode="after_turn")  # the current step's calls finish first
+            try:
+                async for event in result.stream_events():
+                    finished = recorder.observe(event)
+                    if finished is not None and finished.changed_tasks:
+                        await self._journal(start, recorder)
+                    if budget.exhausted is not None:
+                        result.cancel(mode="after_turn")  # the current step's calls finish first
+            finally:
+                # Left early (cancelled, or an error here): the run task would go on alone.
+                if not result.is_complete:
+                    result.cancel()
         return str(result.final_output or "")
 
     async def _journal(self, start: TurnStart, recorder: TurnRecorder) -> None:

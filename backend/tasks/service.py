@@ -117,9 +117,13 @@ def _forget_armed(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_ARMED_KEY, None)
 
 
-def _owned(user_id: str, *, include_deleted: bool = False) -> Select[Task]:
-    """The one access-control point: this user's live tasks (restore also sees deleted ones)."""
-    statement = select(Task).where(col(Task.user_id) == bindparam(_OWNER, user_id))
+def _owned(user_id: str | BindParameter[Any], *, include_deleted: bool = False) -> Select[Task]:
+    """The one access-control point: this user's live tasks (restore also sees deleted ones).
+
+    A statement kept for reuse passes a parameter without a value (`_owner_param()`), so
+    every execution must name its user."""
+    owner = user_id if isinstance(user_id, BindParameter) else bindparam(_OWNER, user_id)
+    statement = select(Task).where(col(Task.user_id) == owner)
     return statement if include_deleted else statement.where(col(Task.deleted_at).is_(None))
 
 
@@ -373,10 +377,20 @@ async def get_task(
 
 class _Values(dict[str, Any]):
     """The values a query's statement binds, by name: a statement built once for a shape of
-    query serves every query of that shape with its own values."""
+    query serves every query of that shape with its own values.
+
+    `for_reuse`: the statement is kept, so it carries no value of its own: a later query
+    that failed to pass one must fail, not run with the first query's (another user's).
+    """
+
+    def __init__(self, *args: Any, for_reuse: bool = False) -> None:
+        super().__init__(*args)
+        self.for_reuse = for_reuse
 
     def bind(self, name: str, value: Any, type_: Any = None) -> BindParameter[Any]:
         self[name] = value
+        if self.for_reuse:
+            return bindparam(name, type_=type_, required=True)
         return bindparam(name, value, type_=type_)
 
 
@@ -538,11 +552,15 @@ def _shape(dialect: str, query: TaskQuery) -> tuple[Any, ...]:
     )
 
 
+def _owner_param() -> BindParameter[Any]:
+    return bindparam(_OWNER, type_=_TASK.c.user_id.type, required=True)
+
+
 def _page_statement(query: TaskQuery, dialect: str, values: _Values) -> Select[Any]:
     # The page's ids first, counted by a window over every match; the columns and tags are
     # then read for those ids alone.
     page = (
-        _owned(values[_OWNER])
+        _owned(_owner_param())
         .where(*_filters(query, values))
         .with_only_columns(_TASK.c.id, func.count().over().label("total"))
         .order_by(*_ordering(query))
@@ -563,7 +581,9 @@ async def list_task_records(
     """The same page as list_tasks (same filters, order, paging), as records, with the tags
     and the total from one statement. Only a page past the end needs a second one (a count)."""
     dialect = _dialect(session)
-    values = _Values({_OWNER: user_id, "limit": query.limit, "offset": query.offset})
+    values = _Values(
+        {_OWNER: user_id, "limit": query.limit, "offset": query.offset}, for_reuse=True
+    )
     key = _shape(dialect, query)
     statement = _statements.get(key)
     if statement is None:
@@ -586,9 +606,9 @@ def _one_statement(dialect: str) -> Select[Any]:
     statement = _statements.get(key)
     if statement is None:
         statement = _statements[key] = (
-            _owned("")
+            _owned(_owner_param())
             .with_only_columns(*_record_columns(dialect))
-            .where(_TASK.c.id == bindparam("task_id"))
+            .where(_TASK.c.id == bindparam("task_id", required=True))
         )
     return statement
 

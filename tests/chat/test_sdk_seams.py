@@ -6,16 +6,21 @@ still carries its own user's token, and a changed server is noticed on the next 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import httpx2
 import pytest
-from agents.testing import ScriptedModel
+from agents import Runner
+from agents.testing import ScriptedModel, assistant_message, function_call
 
 from backend.agent import mcp_client as mcp_client_module
 from backend.agent.mcp_client import McpCallError, McpToolsClient
 from backend.agent.runtime import AgentRuntime, ToolsConnectionError
+from backend.clock import utc_now
 from backend.db import Database
 from tests.chat.conftest import chat_settings
 
@@ -153,3 +158,72 @@ async def test_tools_are_converted_once_per_list_and_refuse_calls_outside_a_turn
             assert third.function_tools is not first.function_tools
     finally:
         await runtime.aclose()
+
+
+async def test_concurrent_turns_call_the_tools_through_the_sdk_as_their_own_users(
+    tmp_path: Path, database_url: str, mcp_url: str, database: Database
+) -> None:
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    users = ["alice", "bob", "carol", "dave"]
+
+    async def turn(user: str) -> None:
+        steps = [
+            [function_call("add_task", {"title": f"{user}'s task"}, call_id=f"c-{user}")],
+            [assistant_message("done")],
+        ]
+        async with runtime.tools_for(user) as tools:
+            agent = runtime.agent(tools, utc_now(), ZoneInfo("UTC")).clone(
+                model=ScriptedModel(steps)
+            )
+            result = Runner.run_streamed(agent, "add it", run_config=runtime.run_config())
+            async for _ in result.stream_events():
+                await asyncio.sleep(0)  # interleave the turns' steps
+            assert result.final_output == "done"
+
+    try:
+        await asyncio.gather(*(turn(user) for user in users))
+        for user in users:
+            async with runtime.tools_for(user) as tools:
+                seen = _text(await tools.call_tool("list_tasks", {}))
+            assert [task["title"] for task in seen["tasks"]] == [f"{user}'s task"]
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_turn_that_has_ended_refuses_calls_its_run_still_makes(
+    tmp_path: Path, database_url: str, mcp_url: str, database: Database
+) -> None:
+    runtime = _runtime(tmp_path, database_url, mcp_url)
+    try:
+        async with runtime.tools_for("alice") as tools:
+            pass
+        with pytest.raises(ToolsConnectionError, match="turn has ended"):
+            await tools.call_tool("add_task", {"title": "too late"})
+        async with runtime.tools_for("alice") as fresh:
+            seen = _text(await fresh.call_tool("list_tasks", {}))
+        assert seen["tasks"] == []
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_closed_client_refuses_instead_of_opening_new_connections(
+    mcp_url: str, database: Database
+) -> None:
+    client = McpToolsClient(mcp_url, timeout_seconds=5)
+    await client.aclose()
+    with pytest.raises(McpCallError, match="closed"):
+        await client.call_tool("token", "list_tasks", {})
+
+
+async def test_cookies_an_answer_sets_are_never_sent_for_anyone(database: Database) -> None:
+    client = McpToolsClient("http://mcp.example/mcp", timeout_seconds=1)
+    http = client._client()
+    try:
+        request = httpx2.Request("POST", "http://mcp.example/mcp")
+        answer = httpx2.Response(
+            200, headers={"set-cookie": "sticky=alice; Path=/"}, request=request
+        )
+        http.cookies.extract_cookies(answer)
+        assert dict(http.cookies) == {}
+    finally:
+        await client.aclose()

@@ -13,10 +13,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+from sqlalchemy.exc import StatementError
 
 from backend.clock import Clock
 from backend.db import Database
 from backend.tasks import service
+from backend.tasks import service as task_service
 from backend.tasks.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery
 from tests.conftest import auth
 
@@ -266,3 +268,15 @@ async def test_a_get_request_is_one_statement(
         await client.get(f"{BASE}/{seeded[name]}", headers=auth(ALICE))
 
     assert len(sent) == 1, sent
+
+
+async def test_a_kept_statement_without_its_user_fails_rather_than_reading_someones_rows(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(task_service, "_statements", {})
+    async with database.session_scope() as session:
+        await task_service.list_task_records(session, "alice", TaskQuery())  # builds and keeps
+        [statement] = task_service._statements.values()
+        connection = await session.connection()
+        with pytest.raises(StatementError, match="owner"):
+            await connection.execute(statement, {"limit": 20, "offset": 0})
