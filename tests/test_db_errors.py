@@ -257,11 +257,10 @@ async def _terminate_pooled_connection(database: Database, url: str) -> None:
         await admin.dispose()
 
 
+@pytest.mark.postgres_only  # SQLite has no server to lose the connection
 async def test_an_idle_pooled_connection_that_died_is_replaced_before_use(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to lose the connection")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)  # every reuse counts as idle
     database = Database(database_url, pool_size=1, max_overflow=0)
     try:
@@ -272,11 +271,10 @@ async def test_an_idle_pooled_connection_that_died_is_replaced_before_use(
         await database.dispose()
 
 
+@pytest.mark.postgres_only  # SQLite has no server to lose the connection
 async def test_a_connection_reused_at_once_is_not_pinged_and_a_dead_one_is_an_outage(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to lose the connection")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
     database = Database(database_url, pool_size=1, max_overflow=0)
     try:

@@ -3,6 +3,7 @@ SQLite keeps one writer and says so."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
@@ -55,16 +56,16 @@ def test_a_server_pool_takes_its_size_from_the_settings(database_url: str) -> No
         assert pool._max_overflow == 2  # type: ignore[attr-defined]
 
 
+@pytest.mark.postgres_only  # more than one worker needs PostgreSQL
 def test_serve_with_workers_on_postgresql_answers_turns_from_several_processes(
     tmp_path: Path, database_url: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("more than one worker needs PostgreSQL")
+    user = f"workers-{uuid.uuid4().hex[:8]}"  # the database is shared by this session's tests
     api_port, mcp_port = free_port(), free_port()
     env = cli_env(
         tmp_path, DATABASE_URL=database_url, DATABASE_POOL_SIZE="2", DATABASE_MAX_OVERFLOW="1"
     )
-    token = run_cli(env, tmp_path, "token", "--user", "alice").out.strip()
+    token = run_cli(env, tmp_path, "token", "--user", user).out.strip()
     headers = {"Authorization": f"Bearer {token}"}
     base = f"http://127.0.0.1:{api_port}"
     args = ["--workers", "2", "--mcp-workers", "2", "--mcp-port", str(mcp_port)]
@@ -74,10 +75,10 @@ def test_serve_with_workers_on_postgresql_answers_turns_from_several_processes(
     ):
         with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
             replies = [
-                http.post("/api/alice/chat", json={"message": f"add water plant {n}"})
+                http.post(f"/api/{user}/chat", json={"message": f"add water plant {n}"})
                 for n in range(6)
             ]
-            listed = http.get("/api/alice/tasks", params={"limit": 50})
+            listed = http.get(f"/api/{user}/tasks", params={"limit": 50})
 
     assert [reply.status_code for reply in replies] == [200] * 6, replies[-1].text
     titles = sorted(task["title"].lower() for task in listed.json()["items"])
