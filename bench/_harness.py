@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import col
 
 from backend.auth.tokens import mint_user_token, shared_secret_config
@@ -78,28 +80,27 @@ def database_for_run(args: argparse.Namespace, data_dir: Path) -> Iterator[str]:
         return
     admin = make_url(args.admin_url).set(drivername="postgresql+asyncpg")
     name = f"bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(
-        _admin_statement(admin.render_as_string(hide_password=False), f"CREATE DATABASE {name}")
-    )
+    server = admin.render_as_string(hide_password=False)
+    asyncio.run(on_server(server, f'CREATE DATABASE "{name}"'))
     try:
         yield admin.set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(
-            _admin_statement(
-                admin.render_as_string(hide_password=False), f"DROP DATABASE IF EXISTS {name}"
-            )
-        )
+        asyncio.run(on_server(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _admin_statement(url: str, statement: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    connection = await asyncpg.connect(dsn)
+async def on_server(server_url: str, statement: str) -> None:
+    """Run `statement` (CREATE/DROP DATABASE) on the server of `server_url`, outside a
+    transaction, from its `postgres` database."""
+    engine = create_async_engine(
+        make_url(server_url).set(drivername="postgresql+asyncpg", database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+    )
     try:
-        await connection.execute(statement)
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
     finally:
-        await connection.close()
+        await engine.dispose()
 
 
 def is_postgres(database_url: str) -> bool:

@@ -72,6 +72,7 @@ from backend.db import (
 from backend.events.outbox import event_type
 from backend.models import Conversation, Message, Notification, OutboxEvent, Task, new_public_id
 from backend.reminders.scheduler import Scheduler
+from bench._harness import on_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 URL_ENV = "BENCH_DATABASE_URL"
@@ -508,19 +509,6 @@ def _print_summary(results: list[Result]) -> None:
 # --- databases ------------------------------------------------------------------------------
 
 
-async def _on_server(server_url: str, statement: str) -> None:
-    engine = create_async_engine(
-        make_url(server_url).set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 async def _truncate(url: str) -> None:
     tables = ", ".join(f'"{table.name}"' for table in SQLModel.metadata.sorted_tables)
     engine = create_async_engine(url, poolclass=NullPool)
@@ -536,13 +524,13 @@ async def _postgres(server_url: str) -> AsyncIterator[str]:
     """A new database `bench_reminders_<pid>` on the server, migrated; dropped at the end."""
     name = f"bench_reminders_{os.getpid()}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    await _on_server(server_url, f'CREATE DATABASE "{name}"')
+    await on_server(server_url, f'CREATE DATABASE "{name}"')
     try:
         # Alembic runs its own event loop: off this one.
         await asyncio.to_thread(migrate, _settings(url))
         yield url
     finally:
-        await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _sqlite_run(args: argparse.Namespace, mode: str) -> Result:

@@ -38,15 +38,14 @@ from pathlib import Path
 
 import httpx
 import jwt
-from sqlalchemy import NullPool, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.cli import migrate
 from backend.config import Settings
 from backend.db import Database
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate
+from bench._harness import on_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USER = "bench-user"
@@ -96,29 +95,16 @@ async def _seed(database_url: str, count: int) -> list[int]:
 # --- databases ------------------------------------------------------------------------------
 
 
-async def _on_server(server_url: str, statement: str) -> None:
-    engine = create_async_engine(
-        make_url(server_url).set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @asynccontextmanager
 async def _postgres(server_url: str) -> AsyncIterator[str]:
     """A new database on the server of `server_url`, dropped at the end."""
     name = f"bench_rest_list_{os.getpid()}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    await _on_server(server_url, f'CREATE DATABASE "{name}"')
+    await on_server(server_url, f'CREATE DATABASE "{name}"')
     try:
         yield url
     finally:
-        await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- servers --------------------------------------------------------------------------------
