@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,17 @@ async def on_server(server_url: str, statement: str) -> None:
             await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new database `<prefix>_<pid>` on the server of `server_url`, dropped at the end."""
+    name = f"{prefix}_{os.getpid()}"
+    await on_server(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def is_postgres(database_url: str) -> bool:

@@ -72,7 +72,7 @@ from backend.db import (
 from backend.events.outbox import event_type
 from backend.models import Conversation, Message, Notification, OutboxEvent, Task, new_public_id
 from backend.reminders.scheduler import Scheduler
-from bench._harness import on_server
+from bench._harness import new_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 URL_ENV = "BENCH_DATABASE_URL"
@@ -522,15 +522,10 @@ async def _truncate(url: str) -> None:
 @asynccontextmanager
 async def _postgres(server_url: str) -> AsyncIterator[str]:
     """A new database `bench_reminders_<pid>` on the server, migrated; dropped at the end."""
-    name = f"bench_reminders_{os.getpid()}"
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    await on_server(server_url, f'CREATE DATABASE "{name}"')
-    try:
+    async with new_database(server_url, "bench_reminders") as url:
         # Alembic runs its own event loop: off this one.
         await asyncio.to_thread(migrate, _settings(url))
         yield url
-    finally:
-        await on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _sqlite_run(args: argparse.Namespace, mode: str) -> Result:

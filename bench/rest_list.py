@@ -38,14 +38,13 @@ from pathlib import Path
 
 import httpx
 import jwt
-from sqlalchemy.engine import make_url
 
 from backend.cli import migrate
 from backend.config import Settings
 from backend.db import Database
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate
-from bench._harness import on_server
+from bench._harness import new_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USER = "bench-user"
@@ -98,13 +97,8 @@ async def _seed(database_url: str, count: int) -> list[int]:
 @asynccontextmanager
 async def _postgres(server_url: str) -> AsyncIterator[str]:
     """A new database on the server of `server_url`, dropped at the end."""
-    name = f"bench_rest_list_{os.getpid()}"
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    await on_server(server_url, f'CREATE DATABASE "{name}"')
-    try:
+    async with new_database(server_url, "bench_rest_list") as url:
         yield url
-    finally:
-        await on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- servers --------------------------------------------------------------------------------
