@@ -67,7 +67,7 @@ SERVER_VERSION = "0.1.0"
 INSTRUCTIONS = """Manage the signed-in user's todo list. Every tool acts only on that user's tasks.
 Find a task's id with list_tasks (use `search` with words from its title) before changing it.
 Times are ISO 8601 with a UTC offset, e.g. 2026-12-01T17:00:00+01:00.
-Deletes are soft: restore_task undoes one."""
+Deletes are soft: restore_task undoes one (list_tasks with status="deleted" finds them)."""
 
 logger = logging.getLogger(__name__)
 
@@ -293,8 +293,12 @@ class TaskTools:
     async def list_tasks(
         self,
         status: Annotated[
-            Literal["all", "pending", "completed"],
-            Field(description="pending = not done yet; completed = done."),
+            Literal["all", "pending", "completed", "deleted"],
+            Field(
+                description="pending = not done yet; completed = done; deleted = deleted "
+                "tasks (restore_task brings one back). all, pending and completed never "
+                "include deleted tasks."
+            ),
         ] = "all",
         priority: PriorityArg = None,
         tags: Annotated[
@@ -342,7 +346,8 @@ class TaskTools:
         """List the user's tasks, optionally filtered, sorted and paged.
 
         Use it to answer questions about tasks and to find a task's id from words in its title
-        before completing, updating or deleting it. `total` counts all matches."""
+        before completing, updating or deleting it. `total` counts all matches. To bring back
+        a deleted task, find it with status="deleted" (and `search`), then call restore_task."""
         query_fields: dict[str, Any] = {
             "status": status,
             "priority": priority,

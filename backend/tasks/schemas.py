@@ -409,7 +409,11 @@ SortField = Literal["created_at", "updated_at", "due_at", "remind_at", "priority
 class TaskQuery(_Input):
     """Filters, sort and page for listing tasks."""
 
-    status: Literal["all", "pending", "completed"] = "all"
+    status: Literal["all", "pending", "completed", "deleted"] = Field(
+        default="all",
+        description="`all`, `pending` and `completed` list live tasks; `deleted` lists the "
+        "deleted ones alone (restore brings one back).",
+    )
     priority: Priority | None = None
     tag: Tags = Field(
         default_factory=list, description="Repeatable; every tag given must be on the task."

@@ -117,14 +117,27 @@ def _forget_armed(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_ARMED_KEY, None)
 
 
-def _owned(user_id: str | BindParameter[Any], *, include_deleted: bool = False) -> Select[Task]:
-    """The one access-control point: this user's live tasks (restore also sees deleted ones).
+def _owned(
+    user_id: str | BindParameter[Any],
+    *,
+    include_deleted: bool = False,
+    only_deleted: bool = False,
+) -> Select[Task]:
+    """The one access-control point: this user's live tasks (restore also sees deleted ones;
+    a `status="deleted"` listing sees those alone).
 
     A statement kept for reuse passes a parameter without a value (`_owner_param()`), so
     every execution must name its user."""
     owner = user_id if isinstance(user_id, BindParameter) else bindparam(_OWNER, user_id)
     statement = select(Task).where(col(Task.user_id) == owner)
+    if only_deleted:
+        return statement.where(col(Task.deleted_at).is_not(None))
     return statement if include_deleted else statement.where(col(Task.deleted_at).is_(None))
+
+
+def _listed(user_id: str | BindParameter[Any], query: TaskQuery) -> Select[Task]:
+    """The tasks a listing reads: live ones, or with `status="deleted"` deleted ones only."""
+    return _owned(user_id, only_deleted=query.status == "deleted")
 
 
 async def _load(
@@ -402,7 +415,7 @@ def _like_escaped(text: str) -> str:
 def _filters(query: TaskQuery, values: _Values | None = None) -> list[ColumnElement[bool]]:
     bind = (values if values is not None else _Values()).bind
     conditions: list[ColumnElement[bool]] = []
-    if query.status != "all":
+    if query.status in ("pending", "completed"):  # "deleted" is _listed's, not a filter
         conditions.append(
             col(Task.completed).is_(true() if query.status == "completed" else false())
         )
@@ -455,7 +468,7 @@ def _ordering(query: TaskQuery) -> list[Any]:
 
 
 def _matching(user_id: str, query: TaskQuery) -> Select[Task]:
-    return _owned(user_id).where(*_filters(query))
+    return _listed(user_id, query).where(*_filters(query))
 
 
 async def _count(session: AsyncSession, scoped: Select[Any]) -> int:
@@ -560,7 +573,7 @@ def _page_statement(query: TaskQuery, dialect: str, values: _Values) -> Select[A
     # The page's ids first, counted by a window over every match; the columns and tags are
     # then read for those ids alone.
     page = (
-        _owned(_owner_param())
+        _listed(_owner_param(), query)
         .where(*_filters(query, values))
         .with_only_columns(_TASK.c.id, func.count().over().label("total"))
         .order_by(*_ordering(query))
@@ -703,7 +716,8 @@ async def delete_task(
     channel: Channel,
     scope: DeleteScope = "occurrence",
 ) -> Task:
-    """Soft delete: the task disappears from every read until restored.
+    """Soft delete: the task disappears from every read until restored (a listing with
+    `status="deleted"` alone shows it, so it can be found and restored).
 
     An unfinished occurrence of a repeating task is deleted as "this one": the series goes
     on with its next occurrence. `scope="series"` deletes every live occurrence instead,

@@ -85,7 +85,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "due_at": TIMES,
     "remind_at": TIMES,
     "recurrence": _often(st.sampled_from(["daily", "FREQ=WEEKLY;BYDAY=MO", "none"]), TEXT),
-    "status": st.sampled_from(["all", "pending", "completed"]),
+    "status": st.sampled_from(["all", "pending", "completed", "deleted"]),
     "search": _often(st.text(max_size=20), TEXT),
     "due_before": TIMES,
     "due_after": TIMES,

@@ -115,7 +115,7 @@ async def test_input_schemas_advertise_the_limits_the_server_enforces(
     assert tags["items"]["maxLength"] == 32
     listing = tools["list_tasks"].input_schema["properties"]
     assert listing["limit"]["maximum"] == 100
-    assert listing["status"]["enum"] == ["all", "pending", "completed"]
+    assert listing["status"]["enum"] == ["all", "pending", "completed", "deleted"]
     for name in ID_TOOLS:
         assert tools[name].input_schema["required"] == ["task_id"], name
     remind = add["properties"]["remind_at"]["description"].lower()
