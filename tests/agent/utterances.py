@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
+
+from dateutil.rrule import rrulestr
 
 PARIS = "Europe/Paris"
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=ZoneInfo(PARIS))
@@ -66,6 +69,7 @@ class Expect:
     no_due: bool = False
     recurrence: str | None = None
     remind: str | None = None
+    description: str | None = None  # words the task's description must contain
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,22 @@ class Case:
     say: str
     seed: tuple[Seed, ...] = ()
     before: tuple[str, ...] = ()
-    calls: tuple[Call, ...] = ()
+    calls: tuple[Call, ...] | None = ()  # None: judged by the task state and reply only
     tasks: tuple[Expect, ...] = ()
     count: int | None = None
     reply: tuple[str, ...] = ()
     reply_not: tuple[str, ...] = ()
     zone: str = PARIS
+    kind: str = ""
+    # Whether the message asks to add tasks; None: it does when an add_task call is expected.
+    # A message that does not must never create a task (a "junk task").
+    adds: bool | None = None
+
+    @property
+    def is_add_request(self) -> bool:
+        if self.adds is not None:
+            return self.adds
+        return any(call.name == "add_task" for call in self.calls or ())
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class StoredTask:
     due_at: datetime | None
     recurrence: str | None
     remind_at: datetime | None = None
+    description: str | None = None
 
 
 class Driver(Protocol):
@@ -124,15 +139,33 @@ async def run_case(case: Case, driver: Driver, user_id: str) -> list[str]:
     names = {f"t{index}": task_id for index, task_id in enumerate(ids)}
     for text in case.before:
         await driver.say(user_id, text.format(**names), case.zone)
+    existing = await driver.tasks(user_id)
     outcome = await driver.say(user_id, case.say.format(**names), case.zone)
     stored = await driver.tasks(user_id)
-    problems = check_calls(case, outcome.calls, ids, stored)
+    problems = check_junk(case, existing, stored)
+    problems += check_calls(case, outcome.calls, ids, stored)
     problems += check_tasks(case, stored)
     problems += check_reply(case, outcome.reply, names)
     if problems:
         calls = [f"{c.name}({c.arguments}) -> {c.result[:160]}" for c in outcome.calls]
         problems.append(f"reply: {outcome.reply!r}; calls: {calls}")
     return problems
+
+
+JUNK = "junk task"
+
+
+def check_junk(case: Case, existing: list[StoredTask], stored: list[StoredTask]) -> list[str]:
+    """A message that is not an add request must not create any task.
+
+    The next occurrence of a repeating task (after completing or skipping one) is no junk.
+    """
+    ids = {t.id for t in existing}
+    series = {(t.title, t.recurrence) for t in existing if t.recurrence}
+    created = [t.title for t in stored if t.id not in ids and (t.title, t.recurrence) not in series]
+    if created and not case.is_add_request:
+        return [f"{JUNK}s created from a message that adds nothing: {created}"]
+    return []
 
 
 def _expected_value(value: object, ids: list[int], stored: list[StoredTask]) -> object:
@@ -155,6 +188,8 @@ def _same(expected: object, actual: object) -> bool:
 def check_calls(
     case: Case, seen: list[SeenCall], ids: list[int], stored: list[StoredTask]
 ) -> list[str]:
+    if case.calls is None:
+        return []
     names = [c.name for c in seen]
     wanted = [c.name for c in case.calls]
     if names != wanted:
@@ -187,9 +222,18 @@ def check_tasks(case: Case, stored: list[StoredTask]) -> list[str]:
 def _task_problems(expect: Expect, task: StoredTask) -> list[str]:
     wanted: dict[str, object] = {"deleted": expect.deleted}
     actual: dict[str, object] = {"deleted": task.deleted}
-    for name in ("completed", "priority", "recurrence"):
+    for name in ("completed", "priority"):
         if getattr(expect, name) is not None:
             wanted[name], actual[name] = getattr(expect, name), getattr(task, name)
+    if expect.recurrence is not None:
+        wanted["repeats"] = _occurrences(expect.recurrence, task.due_at)
+        actual["repeats"] = _occurrences(task.recurrence, task.due_at)
+    if expect.description is not None:
+        wanted["description"] = f"containing {expect.description!r}"
+        said = (task.description or "").lower()
+        actual["description"] = (
+            wanted["description"] if expect.description.lower() in said else task.description
+        )
     if expect.tags is not None:
         wanted["tags"], actual["tags"] = list(expect.tags), task.tags
     if expect.due is not None:
@@ -205,6 +249,22 @@ def _task_problems(expect: Expect, task: StoredTask) -> list[str]:
         for name, value in wanted.items()
         if actual[name] != value
     ]
+
+
+_KEYWORD_RULES = {"daily": "FREQ=DAILY", "weekly": "FREQ=WEEKLY", "monthly": "FREQ=MONTHLY"}
+
+
+def _occurrences(rule: str | None, due: datetime | None) -> object:
+    """A repeat by what it does: its next dates from the task's due date (any spelling)."""
+    if rule is None:
+        return None
+    text = _KEYWORD_RULES.get(rule.lower(), rule)
+    start = (due or NOW).astimezone(UTC).replace(tzinfo=None)
+    try:
+        rule_set = rrulestr(text, dtstart=start)
+    except (ValueError, TypeError):
+        return rule
+    return [d.isoformat() for d in islice(iter(rule_set), 6)]
 
 
 def check_reply(case: Case, reply: str, names: Mapping[str, int]) -> list[str]:
@@ -428,7 +488,7 @@ def _adds() -> list[Case]:
             "add-quoted-next-month",
             "Pls add 'Renew car insurance' for next month",
             calls=(Call(A, {"title": "Renew car insurance"}),),
-            tasks=(Expect("Renew car insurance", due="2026-12-30T23:59:00+01:00"),),
+            tasks=(Expect("Renew car insurance", due="2026-12-01T23:59:00+01:00"),),
         ),
         Case(
             "add-nothing",
@@ -562,7 +622,7 @@ def _lists() -> list[Case]:
             "list-high-priority",
             "high priority tasks",
             seed=three,
-            calls=(Call(L, {"priority": "high"}),),
+            calls=(Call(L, {"priority": "urgent"}), Call(L, {"priority": "high"})),
             reply=("Write report",),
             reply_not=("Buy milk",),
         ),

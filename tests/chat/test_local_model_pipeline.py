@@ -11,8 +11,9 @@ from backend.agent.local_model import LocalModel
 from backend.clock import Clock
 from backend.config import Settings
 from backend.db import Database
+from tests.agent.tables import MAIN_TABLE
 from tests.agent.test_local_model import McpDriver
-from tests.agent.utterances import CASES, NOW, SeenCall, TurnOutcome, run_case
+from tests.agent.utterances import NOW, SeenCall, TurnOutcome, run_case
 from tests.chat.conftest import AppFactory
 from tests.conftest import auth
 
@@ -57,11 +58,11 @@ async def test_utterance_table_through_the_chat_pipeline(
     failures: dict[str, list[str]] = {}
     async with chat_client(LocalModel()) as client:
         driver = ChatDriver(client, database, settings)
-        for case in CASES:
+        for case in MAIN_TABLE:
             user_id = f"user-{case.id}-{uuid.uuid4().hex[:6]}"
             problems = await run_case(case, driver, user_id)
             if problems:
                 failures[case.id] = problems
     report = "\n".join(f"{case_id}:\n  " + "\n  ".join(p) for case_id, p in failures.items())
-    assert len(CASES) >= 80
-    assert not failures, f"{len(failures)} of {len(CASES)} cases failed:\n{report}"
+    assert len(MAIN_TABLE) >= 300
+    assert not failures, f"{len(failures)} of {len(MAIN_TABLE)} cases failed:\n{report}"
