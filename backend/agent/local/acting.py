@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
-from backend.agent.local.dates import Clock
-from backend.agent.local.history import ToolResult, deleted_tasks, last_writes
+from backend.agent.local.actions import ALL_TAGS, KEEP, OR_ADD, SHIFT, parse_target
+from backend.agent.local.dates import END_OF_DAY, Clock
+from backend.agent.local.history import ToolResult, deleted_tasks, last_writes, shown_list
 from backend.agent.local.intents import ActIntent, Action, ShowIntent, Target
-from backend.agent.local.matching import best_matches, exact
+from backend.agent.local.matching import best_matches, exact, positions, ranked
 from backend.agent.local.repeats import describe_repeat
 from backend.agent.local.replies import (
     canned,
@@ -38,7 +41,9 @@ _SEARCH_STATUS = {
     "reopen": "completed",
     "snooze": "pending",
     "skip": "pending",
+    "restore": "deleted",
 }
+_ALL = {"deleted": "deleted"}  # where a fuzzy match looks when the search found nothing
 SERIES_QUESTION = "Just this one, or the whole series?"
 _INVERSE = {
     "delete_task": "restore_task",
@@ -49,34 +54,80 @@ _INVERSE = {
 }
 
 
+_NOT_TOOL_ARGUMENTS = (KEEP, SHIFT, OR_ADD)
+
+
 def run_act(intent: ActIntent, script: Script, env: Env) -> Outcome:
-    tasks = resolve(intent.action, intent.target, script, env)
+    try:
+        tasks = resolve(intent.action, intent.target, script, env)
+    except Finish as stop:  # "put the bulbs on the shopping list": maybe a new task after all
+        if intent.changes.get(OR_ADD) and not stop.outcome.tasks and intent.target.words:
+            said = " ".join([intent.target.words, *(f"#{t}" for t in intent.add_tags)])
+            raise Finish(canned("suggest_add", said)) from None
+        raise
     if intent.action == "delete" and "scope" not in intent.changes:
         _ask_series(tasks)
     lines: list[str] = []
+    changes = {k: v for k, v in intent.changes.items() if k not in _NOT_TOOL_ARGUMENTS}
     if intent.add_tags or intent.remove_tags:
-        calls = _tag_updates(intent, tasks, script, lines)
+        calls = _tag_updates(intent, _full(tasks, script, lines))
+    elif KEEP in intent.changes or SHIFT in intent.changes:
+        keep = intent.changes.get(KEEP, "")
+        full = _full(tasks, script, lines)
+        calls = [_moved(t, changes, keep, env.clock, intent.changes.get(SHIFT)) for t in full]
     else:
-        calls = [Call(TOOLS[intent.action], {"task_id": t["id"], **intent.changes}) for t in tasks]
+        calls = [Call(TOOLS[intent.action], {"task_id": t["id"], **changes}) for t in tasks]
     results = script.batch(calls)
     lines += [confirm(result, env.clock) for result in results]
     return Outcome(lines, [_touched(result) for result in results if result.ok])
 
 
 def run_show(intent: ShowIntent, script: Script, env: Env) -> Outcome:
-    tasks = resolve("show", intent.target, script, env)
+    lines: list[str] = []
+    tasks = _full(resolve("show", intent.target, script, env), script, lines)
+    return Outcome([task_details(t, env.clock) for t in tasks] + lines, tasks)
+
+
+def _full(tasks: list[dict[str, Any]], script: Script, lines: list[str]) -> list[dict[str, Any]]:
+    """The tasks with all their fields: those only known by id are fetched."""
     known = [t for t in tasks if "completed" in t and "title" in t]
     fetched = script.batch(
         [Call("get_task", {"task_id": t["id"]}) for t in tasks if t not in known]
     )
-    lines = [task_details(t, env.clock) for t in known]
     for result in fetched:
         if result.ok and result.data is not None:
             known.append(result.data)
-            lines.append(task_details(result.data, env.clock))
         else:
             lines.append(not_found(result) or f"I couldn't get that task: {error_text(result)}")
-    return Outcome(lines, known)
+    return known
+
+
+def _moved(
+    task: dict[str, Any], changes: dict[str, Any], keep: str, clock: Clock, shift: int | None
+) -> Call:
+    """A new day that keeps the task's time of day ("move it to thursday"), a new time that
+    keeps its day ("make it 6pm") or a due time moved by some minutes ("an hour later").
+    A reminder set at a fixed time moves with the due time."""
+    old, remind = _moment(task.get("due_at"), clock), _moment(task.get("remind_at"), clock)
+    if shift is not None and old is None:
+        raise Finish(f"{quoted(task.get('id'), task.get('title'))} has no due time to move.")
+    due = old + timedelta(minutes=shift) if old and shift is not None else None
+    due = due or datetime.fromisoformat(changes["due_at"])
+    if old is not None and shift is None:
+        if keep == "day":
+            due = clock.at(old.date(), due.time())
+        elif old.time().replace(second=0, microsecond=0) != END_OF_DAY:
+            due = clock.at(due.date(), old.time().replace(microsecond=0))
+    moved = {**changes, "task_id": task["id"], "due_at": due.isoformat()}
+    if remind and old and task.get("remind_before_minutes") is None and not task.get("reminded"):
+        moved["remind_at"] = (remind + (due - old)).isoformat()
+    return Call("update_task", moved)
+
+
+def _moment(value: object, clock: Clock) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(clock.zone)
 
 
 def run_undo(script: Script, env: Env) -> Outcome:
@@ -84,8 +135,11 @@ def run_undo(script: Script, env: Env) -> Outcome:
     if not writes:
         raise Finish("There's nothing to undo in this conversation yet.")
     calls, lines = [], []
+    done_now = {t.get("id") for outcome in env.earlier_in_message for t in outcome.tasks}
     for write in writes:
         tool = _INVERSE.get(write.name)
+        if write.task_ids()[0] in done_now:  # "I didn't finish X, undo that": done already
+            continue
         if tool is None:
             edited = quoted(write.task_ids()[0], write.title())
             lines.append(
@@ -115,35 +169,55 @@ def _touched(result: ToolResult) -> dict[str, Any]:
     return data
 
 
-def _tag_updates(
-    intent: ActIntent, tasks: list[dict[str, Any]], script: Script, lines: list[str]
-) -> list[Call]:
-    unknown = [t for t in tasks if not isinstance(t.get("tags"), list)]
-    current = {t["id"]: list(t["tags"]) for t in tasks if t not in unknown}
-    for result in script.batch([Call("get_task", {"task_id": t["id"]}) for t in unknown]):
-        if result.ok and result.data is not None:
-            current[result.data.get("id")] = list(result.data.get("tags") or [])
-        else:
-            lines.append(not_found(result) or f"I couldn't read that task: {error_text(result)}")
+def _tag_updates(intent: ActIntent, tasks: list[dict[str, Any]]) -> list[Call]:
+    """The tags after the change; "X isn't work" about a task not tagged #work changes
+    nothing."""
+    untagged = not any(set(intent.remove_tags) & {*(t.get("tags") or []), ALL_TAGS} for t in tasks)
+    if tasks and untagged and not intent.add_tags:
+        said = " ".join(f"#{t}" for t in intent.remove_tags)
+        label = quoted(tasks[0].get("id"), tasks[0].get("title"))
+        raise Finish(f"{label} isn't tagged {said}, so I didn't change anything.", tasks=tasks)
     calls = []
-    for task_id, tags in current.items():
-        merged = [
-            t for t in dict.fromkeys([*tags, *intent.add_tags]) if t not in intent.remove_tags
-        ]
-        calls.append(Call("update_task", {"task_id": task_id, "tags": merged[:10]}))
+    for task in tasks:
+        tags = dict.fromkeys([*(task.get("tags") or []), *intent.add_tags])
+        removed = tuple(tags) if ALL_TAGS in intent.remove_tags else intent.remove_tags
+        merged = [t for t in tags if t not in removed or t in intent.add_tags]
+        calls.append(Call("update_task", {"task_id": task["id"], "tags": merged[:10]}))
     return calls
 
 
 def resolve(action: str, target: Target, script: Script, env: Env) -> list[dict[str, Any]]:
-    """The tasks a request is about, or Finish with a question or a "not found"."""
+    """The tasks a request is about, or Finish with a question or a "not found".
+
+    Numbers said bare ("done with 1 and 3") are places in the list shown last when they fit
+    it and none of them is an id on it; "#3" and "task 3" are always ids.
+    """
+    shown = shown_list(env.conversation)
+    if target.ids and target.words and shown:
+        on_list = {t["id"] for t in shown}
+        if not on_list & set(target.ids) and max(target.ids) <= len(shown):
+            return [shown[n - 1] for n in dict.fromkeys(target.ids) if n > 0]
     if target.ids:
         return [{"id": task_id} for task_id in dict.fromkeys(target.ids)]
     if target.pronoun is not None:
         return _referenced(action, target, env)
     words = target.words or ""
-    if action == "restore":
-        return _deleted_matching(words, env)
-    return _by_words(action, words, script, env)
+    said = parse_target(words)  # words as said in the message: "the dentist one"
+    if said.pronoun or (said.words and said.words != words):
+        return resolve(action, said, script, env)
+    parts = re.split(r"\s+and\s+", words)
+    if len(parts) > 1 and any(positions(part) for part in parts):  # "the milk one and the 3rd"
+        return [t for part in parts for t in resolve(action, parse_target(part), script, env)]
+    places = positions(words)
+    if places and shown:
+        return [shown[p] for p in dict.fromkeys(places) if -len(shown) <= p < len(shown)] or [
+            _no_such_place(len(shown))
+        ]
+    if places and re.match(r"(?:the\s+)?(?:number|no)\b", words, re.IGNORECASE):
+        return [{"id": places[0] + 1}]  # no list shown: "number 3" is task #3
+    deleted = [{"id": i, "title": t} for i, t in deleted_tasks(env.conversation).items()]
+    matches = exact(best_matches(deleted, words), words) if action == "restore" else []
+    return matches if len(matches) == 1 else _by_words(action, words, script, env)
 
 
 def _referenced(action: str, target: Target, env: Env) -> list[dict[str, Any]]:
@@ -167,15 +241,39 @@ def _by_words(action: str, words: str, script: Script, env: Env) -> list[dict[st
         raise Finish(f"I couldn't search your tasks: {error_text(first)}")
     matches = exact(first.tasks(), words)
     if not matches:
-        everything = script.call("list_tasks", status="all", limit=100)
-        matches = _right_status(action, best_matches(everything.tasks(), words))
+        everything = script.call("list_tasks", status=_ALL.get(status, "all"), limit=100)
+        each = _each(everything.tasks(), words)
+        close, sure = (each, True) if each else ranked(everything.tasks(), words)
+        if close and not sure:
+            lead = f"I couldn't find a task called '{words}'. Did you mean"
+            if len(close) == 1:
+                raise Finish(f"{lead} {quoted(close[0]['id'], close[0]['title'])}?", tasks=close)
+            raise Finish(which_one(close, env.clock, f"{lead} one of these?"), tasks=close)
+        matches = _right_status(action, close)
+        if each and matches:
+            return matches
     if not matches:
-        kind = {"pending": "a pending task", "completed": "a completed task"}.get(status, "a task")
+        kind = "a task" if status == "all" else f"a {status} task"
         raise Finish(f"I couldn't find {kind} matching '{words}'.")
     if len(matches) > 1:
         lead = f"I found {len(matches)} tasks matching '{words}'."
         raise Finish(which_one(matches, env.clock, lead), tasks=matches)
     return matches
+
+
+def _each(tasks: list[dict[str, Any]], words: str) -> list[dict[str, Any]] | None:
+    """ "picked up the parcel and returned the books": one sure task for each part."""
+    found: dict[int, dict[str, Any]] = {}
+    for part in re.split(r"\s+and\s+", words):
+        close, sure = ranked(tasks, part)
+        if part == words or not sure or len(close) != 1:
+            return None
+        found[close[0]["id"]] = close[0]
+    return list(found.values())
+
+
+def _no_such_place(size: int) -> dict[str, Any]:
+    raise Finish(f"The list I showed you has {size} task{'s' if size != 1 else ''}. Which one?")
 
 
 def _right_status(action: str, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,19 +287,6 @@ def _right_status(action: str, matches: list[dict[str, Any]]) -> list[dict[str, 
     task = matches[0]
     state = "already done" if action == "complete" else "not marked done"
     raise Finish(f"{quoted(task.get('id'), task.get('title'))} is {state}.", tasks=[task])
-
-
-def _deleted_matching(words: str, env: Env) -> list[dict[str, Any]]:
-    deleted = [{"id": i, "title": t} for i, t in deleted_tasks(env.conversation).items()]
-    matches = exact(best_matches(deleted, words), words)
-    if len(matches) == 1:
-        return matches
-    if len(matches) > 1:
-        raise Finish(which_one(matches, env.clock, f"I deleted {len(matches)} tasks like that."))
-    raise Finish(
-        "Deleted tasks don't show up in searches, so I need the task's number to restore it "
-        '(for example "restore task 5").'
-    )
 
 
 def confirm(result: ToolResult, clock: Clock) -> str:

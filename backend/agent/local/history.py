@@ -178,13 +178,30 @@ def recent_tasks(conversation: Conversation) -> list[dict[str, Any]]:
     for turn in reversed(conversation.earlier):
         writes = [_task_of(r) for r in turn.results if r.ok and r.name in WRITE_TOOLS]
         reads = [t for r in turn.results if r.ok for t in (r.tasks() or [_task_of(r)])]
-        tasks = writes or [t for t in reads if isinstance(t.get("id"), int)]
+        said = {int(n) for n in re.findall(r"#(\d+)", turn.reply)}  # reads shown, not searched
+        shown = [t for t in reads if t.get("id") in said]
+        tasks = writes or [t for t in shown or reads if isinstance(t.get("id"), int)]
         if not tasks:
             ids = dict.fromkeys(int(n) for n in re.findall(r"#(\d+)", turn.reply))
             tasks = [{"id": task_id} for task_id in ids]
         if tasks:
             return list({t["id"]: t for t in tasks if isinstance(t.get("id"), int)}.values())
     return []
+
+
+_LISTED = re.compile(r"^- #(?P<id>\d+) (?P<title>.+?)(?: \(done\))?(?: \u00b7 .*)?$", re.MULTILINE)
+
+
+def listed(text: str) -> list[dict[str, Any]]:
+    """The tasks a reply showed as a list ("- #4 Buy milk · due ..."), in order."""
+    return [{"id": int(m.group("id")), "title": m.group("title")} for m in _LISTED.finditer(text)]
+
+
+def shown_list(conversation: Conversation) -> list[dict[str, Any]]:
+    """The list the assistant showed last ("the third one" is its third line)."""
+    return next(
+        (t for t in map(listed, (t.reply for t in reversed(conversation.earlier))) if t), []
+    )
 
 
 def deleted_tasks(conversation: Conversation) -> dict[int, str]:

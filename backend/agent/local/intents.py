@@ -13,6 +13,7 @@ ReplyKind = Literal[
     "bye",
     "help",
     "unknown",
+    "statement",
     "suggest_add",
     "empty_add",
     "refuse_bulk",

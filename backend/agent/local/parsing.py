@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from backend.agent.local.actions import parse_action, parse_show, parse_target
-from backend.agent.local.adds import Draft, build_adds, parse_add
-from backend.agent.local.dates import Clock, fix_typos
+from backend.agent.local.adds import Draft, build_adds, join_details, parse_add
+from backend.agent.local.dates import Clock, fix_typos, refer_back
 from backend.agent.local.intents import (
     ActIntent,
     AddIntent,
@@ -18,6 +19,7 @@ from backend.agent.local.intents import (
     UndoIntent,
 )
 from backend.agent.local.lists import LIST_START, parse_list
+from backend.agent.local.matching import fix_verb
 from backend.agent.local.reminders import parse_reminder
 from backend.agent.local.repeats import find_repeat
 from backend.agent.local.timeline import parse_history
@@ -41,28 +43,24 @@ _CONTRACTIONS = {
 _TYPOS = {
     r"\b(?:taks|tsak|tasl|tak|taskk)\b": "task",
     r"\b(?:taks|tsaks|taskss)\b": "tasks",
-    r"\b(?:delet|dlete|deleet|detele)\b": "delete",
-    r"\b(?:compelte|complet|comlete|completee|compete)\b": "complete",
-    r"\b(?:remmber|remeber|rember|remembr)\b": "remember",
-    r"\b(?:remid|remnd|reminde)\b": "remind",
     r"\b(?:shw|sho|shwo)\b": "show",
     r"\b(?:lsit|lst)\b": "list",
-    r"\b(?:pedning|pendng|pendin)\b": "pending",
-    r"\b(?:overdu|ovredue)\b": "overdue",
-    r"\b(?:renmae|rename)\b": "rename",
     r"\b(?:waht|wat|whta|wht)\b": "what",
 }
 _LEADING = re.compile(
     r"^(?:please|pls|plz|kindly|could\s+you|can\s+you|would\s+you|will\s+you|could\s+u|can\s+u"
     r"|would\s+you\s+mind|i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to"
     r"|go\s+ahead\s+and|help\s+me(?=\s+(?:remember|add|find|delete|mark|complete))|oh|ok|okay"
-    r"|so|hey|hi|hello|um+|uh+|well|actually|also|and|now|then|alright|right|wait|sorry|no"
-    r"|nope|oops|hmm+|yo|just|btw|assistant|quickly)\b[\s,!:.-]*",
+    r"|so|hey|hi|hello|um+|uh+|well|actually|also|and|now|then|alright|right|wait|sorry"
+    r"|no(?!\s+(?:need|longer|more)\b)|nope|oops|hmm+|yo|just|btw|assistant|quickly|anyway"
+    r"|gosh|ugh|right|i\s+guess|i\s+think|i\s+suppose|update)\b[\s,!:.-]*",
     _I,
 )
 _TRAILING = re.compile(
     r"[\s,]*\b(?:please|pls|plz|thanks|thank\s+you(?:\s+so\s+much)?|thx|ty|for\s+me"
-    r"|if\s+you\s+can|if\s+possible|right\s+now|now|ok|okay|again)[\s,.!?]*$|[\s,.!?]+$",
+    r"|if\s+you\s+can|if\s+possible|right\s+now|now|ok|okay|again|cheers|would\s+you"
+    r"|thanks\s+(?:a\s+(?:million|lot|bunch)|so\s+much|heaps)|many\s+thanks|ta"
+    r"|could\s+you|will\s+you)[\s,.!?]*$|[\s,.!?]+$",
     _I,
 )
 _CMD_START = (
@@ -73,7 +71,7 @@ _CMD_START = (
 )
 _SPLIT = re.compile(
     r"\s*(?:[;\n]|[.!?](?=\s)|,?\s+and\s+then|,?\s+then|,?\s+and\s+also|,?\s+also|,?\s+and|,"
-    rf"|\s+plus)\s+(?={_CMD_START})",
+    rf"|\s+plus)\s+(?=(?:(?:now|just)\s+)?{_CMD_START})",
     _I,
 )
 _QUOTES = re.compile(r"\"[^\"]*\"|(?<!\w)'[^']*'(?!\w)")
@@ -131,16 +129,6 @@ _CHATTY = re.compile(
     _I,
 )
 _ONLY_IDS = re.compile(r"(?:task|item|number)?\s*#?\s*\d{1,9}", _I)
-_PAST = re.compile(
-    r"(?:i|we)\s+(?:just\s+|already\s+|finally\s+)?(?P<t>(?P<verb>[a-z]+ed|bought|paid|sent"
-    r"|wrote|took|made|got|went|ran|met|gave|brought|fed|found|sold|told|ate|read|did)\s+.+)",
-    _I,
-)
-_NOT_DONE_VERBS = set(
-    """wanted needed forgot tried decided planned hoped started liked loved hated used asked
-    wondered added created deleted removed renamed changed moved noticed realized realised
-    mentioned guessed missed ignored postponed delayed""".split()
-)
 _COMMAND = re.compile(
     r"(?:rename|retitle|change|update|edit|modify|move|reschedule|postpone|push|set|make|mark"
     r"|complete|finish|delete|remove|cancel|restore|undelete|reopen|tag|untag|show|list|find"
@@ -152,23 +140,85 @@ _QUESTION_START = re.compile(
 )
 
 
+# Emoji and pictographs ("groceries done ✅"): not words.
+_EMOJI = re.compile(r"\s*[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+\s*")
+
+
 def normalise(text: str) -> str:
-    text = text.translate({0x2019: "'", 0x2018: "'", 0x201C: '"', 0x201D: '"', 0x2014: "-"})
-    text = re.sub(r"\s+", " ", text).strip()
+    text = text.translate(
+        {0x2019: "'", 0x2018: "'", 0x201C: '"', 0x201D: '"', 0x2014: "-", 0x2013: "-"}
+    )
+    text = re.sub(r"\s+", " ", _EMOJI.sub(" ", text)).strip()
     text = fix_typos(text)
     for patterns in (_TYPOS, _CONTRACTIONS):
         for pattern, replacement in patterns.items():
             text = re.sub(pattern, replacement, text, flags=_I)
-    return text
+    text = _ASK_FOR_LIST.sub("show ", text)
+    return _GERUND.sub(lambda m: f"{m.group('lead')} {_imperative(m.group('verb'))}", text)
+
+
+# "I'd love a quick rundown of what's overdue" asks to be shown the list.
+_ASK_FOR_LIST = re.compile(
+    r"\b(?:i\s+would\s+(?:love|like)|i\s+want|can\s+i\s+(?:get|have|see)|give\s+me|let\s+me\s+see)"
+    r"\s+(?:a\s+|an\s+)?(?:quick\s+|brief\s+|short\s+)?(?:rundown|summary|overview|list|look)"
+    r"\s+(?:of|at|on)\s+",
+    _I,
+)
+# "would you mind deleting the yoga task": the request is the verb after "mind".
+_GERUND = re.compile(r"(?P<lead>\bmind(?:\s+\w+ly)?)\s+(?P<verb>[a-z]+ing)\b", _I)
+
+
+def _imperative(gerund: str) -> str:
+    """ "deleting" -> "delete", "putting" -> "put", "adding" -> "add" (command verbs only)."""
+    stem = gerund[:-3].lower()
+    for verb in (stem, stem + "e", stem[:-1]):
+        if _COMMAND_VERB.fullmatch(verb):
+            return verb
+    return gerund
+
+
+# Words that wrap a request without adding to it: "would you be so kind as to add …",
+# "I was wondering if you could maybe add …", "hmm ok add … i think??".
+_WRAPPING_WORDS = set(
+    """would could can will you u be so kind as to please pls plz kindly i was wondering if like
+    want need mind do me a favour favor and hmm hm ok okay maybe perhaps um uh just quickly hey
+    love appreciate grateful great mate possibly erm er terribly hiya reckon better yeah any
+    chance we
+    hi hello assistant it is possible think guess going go ahead help let us actually also then
+    now right well oh sorry great thanks thank cool alright yeah yes sure real quick for
+    might""".split()
+)
+_COMMAND_VERB = re.compile(
+    r"\b(?:add|adding|create|remind|mark|complete|finish|delete|remove|rename|move|reschedule"
+    r"|postpone|push|show|list|find|search|restore|reopen|undo|tag|change|update|put|make"
+    r"|check|tick|cross|snooze|skip|schedule|jot|note|pop|stick|get\s+rid|scrap|ditch|drop"
+    r"|cancel|bring|give)\b",
+    _I,
+)
+_HEDGE = re.compile(
+    r"[\s,]*\b(?:i\s+think|i\s+guess|yeah|right|ok|okay|i\s+suppose|maybe|perhaps|or\s+something|or\s+so|lol"
+    r"|if\s+(?:that\s+is|it\s+is)\s+(?:ok|okay|alright|fine)|if\s+you\s+do\s+not\s+mind"
+    r"|when\s+you\s+(?:get|have)\s+a\s+(?:chance|sec(?:ond)?|minute)|at\s+some\s+point"
+    r"|some\s*time|one\s+of\s+these\s+days)[\s,.!?]*$",
+    _I,
+)
 
 
 def strip_politeness(text: str) -> str:
     previous = None
     while text != previous:
         previous = text
-        text = _LEADING.sub("", text)
-        text = _TRAILING.sub("", text)
+        text = _TRAILING.sub("", _HEDGE.sub("", _LEADING.sub("", _unwrap(text))))
     return re.sub(r"\s*\bplease\b,?\s*", " ", text, flags=_I).strip()
+
+
+def _unwrap(text: str) -> str:
+    """Drop a polite or hesitant lead-in made only of wrapping words before a command verb."""
+    verb = _COMMAND_VERB.search(text)
+    if verb is None or verb.start() == 0:
+        return text
+    lead = re.findall(r"[a-z']+", text[: verb.start()].lower())
+    return text[verb.start() :] if all(w in _WRAPPING_WORDS for w in lead) else text
 
 
 def is_question(text: str) -> bool:
@@ -209,23 +259,185 @@ def split_clauses(text: str) -> list[str]:
 
 
 def parse_message(text: str, clock: Clock) -> list[Intent]:
-    """Everything asked for in one message, in order."""
+    """Everything asked for in one message, in order.
+
+    A chatty message is read sentence by sentence ("Hi there! Hope you're well. Could you
+    remind me to ..."): sentences that ask for nothing are dropped when another one asks for
+    something; a message that asks for nothing at all gets one answer for the whole of it.
+    """
+    chatter = small_talk(text)
+    if chatter is not None:
+        return [chatter]
+    text = refer_back(text)  # "…on the 22nd. Can you add bake cookies for that day?"
+    sentences = [s for s in _SENTENCE.split(text) if s and s.strip(" ,.!?;")]
+    if len(sentences) > 1:
+        found = _bind([(s, _parse_sentence(s, clock)) for s in sentences], clock)
+        found = join_details(found, clock)  # "Add the slides by Friday. It's important!"
+        wanted = [i for _, intents in found if not _asks_nothing(intents) for i in intents]
+        if wanted:
+            return _merge_reminders(wanted, clock)
+    return _parse_sentence(text, clock)
+
+
+# Sentence ends ("!", "?", a full stop after a word, ";", a new line) and ", but" / ", so".
+_SENTENCE = re.compile(
+    r"(?:(?<=[!?])\s+|\s*[\U0001F300-\U0001FAFF]+\s*|(?<=[^\W\d]{3}\.)\s+|\s*;\s*|\s*\n+\s*)(?!(?:notes?|details|description)\s*:)"
+    r"|,?\s+(?:but|so)\s+(?=\w)"
+    r"|(?:,|\s+[-\u2013\u2014])\s+(?=(?:can|could|would|will)\s+(?:you|u|we)\b|please\b|any\s+chance\b)"
+    r"|,\s+(?=(?:i|we)(?:\s|'))",
+    _I,
+)
+# A whole sentence that says not to do something: "no need to remind me", "don't add milk".
+_NEGATED = re.compile(
+    r"(?:(?:oh|ok|okay|so|well|actually|um|hmm|oops|but|and)\b[\s,]*)*"
+    r"(?:no\s+need|(?:i|we|you)\s+(?:do|does|did)\s+not\s+(?:need|have|want)"
+    r"|(?:i|we)\s+(?:no\s+longer|never)|(?:please\s+)?(?:do\s+not|never)\s+(?!(?:let\s+me\s+)?forget))",
+    _I,
+)
+# "set up a task to …", "create a reminder to …": a new task, whatever verbs follow.
+_NEW_TASK = re.compile(
+    r"(?:set\s+up|create|make|add|start)\s+(?:me\s+)?(?:a|an|another)\s+(?:new\s+)?"
+    r"(?:task|todo|to-do|reminder)\s+(?:to|for|called|about)\b",
+    _I,
+)
+_PRONOUN_OBJECT = re.compile(
+    r"\b(?:add|put|stick|pop|jot|write|note)\s+(?:that|it|this|them)\b", _I
+)
+_PRONOUN_TITLE = re.compile(r"(?:that|it|this|this\s+one|that\s+one|them)", _I)
+# The to-do inside a report: "my boss told me I need to prepare the slides by Friday".
+_EMBEDDED_WISH = re.compile(
+    r".*\b(?:(?:i|we)\s+(?:really\s+)?(?:need|have|must|should|got|ought)"
+    r"|(?:asked|told|wants|wanted|reminded)\s+(?:me|us))\s+(?:to\s+)?(?P<do>.+)",
+    _I,
+)
+
+# What is left of a report once who did it and how is gone: "oh I think I accidentally
+# deleted the task about the wedding speech earlier" -> "the wedding speech".
+_TOLD = re.compile(
+    r"^(?:no\s+need\s+to\s+remind\s+me\s+(?:about|of)\s+)|^.*?\b(?:i|we)\s+(?:think\s+(?:i|we)\s+)?(?:have\s+)?(?:(?:just|already|finally|accidentally"
+    r"|actually|also)\s+)*(?:(?:got\s+round|managed|remembered|went\s+and)\s+(?:to\s+)?)?"
+    r"(?:(?:deleted|removed|lost)\s+(?:the\s+)?(?:task\s+(?:about|for|called)\s+)?)?"
+    r"|\s+(?:earlier|this\s+morning|yesterday|last\s+(?:night|week)|by\s+mistake|already)+$",
+    _I,
+)
+
+Piece = tuple[str, list[Intent]]
+
+
+def _asks_nothing(intents: list[Intent]) -> bool:
+    return all(isinstance(i, ReplyIntent) and i.kind != "refuse_bulk" for i in intents)
+
+
+def _said_only(intents: list[Intent]) -> bool:
+    """A statement or something not understood: words another part may point back at."""
+    return (
+        len(intents) == 1
+        and isinstance(intents[0], ReplyIntent)
+        and intents[0].kind
+        in (
+            "statement",
+            "unknown",
+            "suggest_add",
+        )
+    )
+
+
+def _same_request(first: ActIntent, second: ActIntent) -> bool:
+    return (first.action, first.changes, first.add_tags, first.remove_tags) == (
+        second.action,
+        second.changes,
+        second.add_tags,
+        second.remove_tags,
+    )
+
+
+# "you know that gym class thing I put in?": the words before "thing"/"task" name it.
+_NAMED = re.compile(r"\b(?:the|that|this|my)\s+(?P<what>[\w' -]+?)\s+(?:task|thing|one|item)\b", _I)
+
+
+def _naming_piece(bound: list[Piece]) -> str:
+    """Of the statements just before "it", the one that names a task ("that X thing")."""
+    said: list[str] = []
+    for text, intents in reversed(bound):
+        if not _said_only(intents):
+            break
+        said.append(text)
+    return next((text for text in said if _NAMED.search(text)), said[0])
+
+
+def _bind(pieces: list[Piece], clock: Clock) -> list[Piece]:
+    """ "it"/"that" in one part of a message means what an earlier part said:
+    "I finally paid the gas bill so you can tick that off", "I need to prepare the slides by
+    Friday, can you add that?", "the report is done, mark it off" (said twice: done once).
+    """
+    bound: list[Piece] = []
+    for text, intents in pieces:
+        previous = bound[-1] if bound else None
+        intent = intents[0] if len(intents) == 1 else None
+        if previous is not None and intent is not None:
+            said, earlier = previous
+            if isinstance(intent, ActIntent | ShowIntent) and intent.target.pronoun == "one":
+                if _said_only(earlier):
+                    said = _naming_piece(bound)
+                    named = _NAMED.search(said)
+                    words = named.group("what") if named else _TOLD.sub("", normalise(said))
+                    bound[-1] = (said, [replace(intent, target=Target(words=words or said))])
+                    continue
+                if isinstance(intent, ActIntent) and any(
+                    isinstance(i, ActIntent) and _same_request(i, intent) for i in earlier
+                ):
+                    continue  # "the report is done, mark it off": one request, said twice
+            if isinstance(intent, AddIntent) and _PRONOUN_OBJECT.search(normalise(text)):
+                if any(isinstance(i, AddIntent) for i in earlier):
+                    continue  # "add X – ref 123, so stick that in the notes": X holds it
+            if isinstance(intent, AddIntent) and _PRONOUN_TITLE.fullmatch(intent.title):
+                wish = _EMBEDDED_WISH.fullmatch(normalise(said)) if _said_only(earlier) else None
+                adds = parse_add(f"i need to {wish.group('do')}", clock) if wish else None
+                if adds:
+                    bound[-1] = (said, adds)
+                    continue
+        if intent is not None and isinstance(intent, AddIntent):
+            if _PRONOUN_TITLE.fullmatch(intent.title):  # "add that" with nothing before it
+                intents = [ReplyIntent("statement", text)]
+        bound.append((text, intents))
+    return bound
+
+
+def _parse_sentence(text: str, clock: Clock) -> list[Intent]:
     chatter = small_talk(text)
     if chatter is not None:
         return [chatter]
     question = is_question(text)
-    clean = strip_politeness(normalise(text))
+    normal = normalise(text)
+    clean = strip_politeness(normal)
     if not clean:
         return [ReplyIntent("help")]
     clauses = split_clauses(clean)
     if len(clauses) == 1:
-        found = parse_clause(strip_politeness(clauses[0]), clock, question=question)
-        return found or [_not_understood(clean, text.strip(), question=question)]
-    intents: list[Intent] = []
-    for clause in clauses:
-        found = parse_clause(strip_politeness(clause), clock, question=question)
-        intents.extend(found or [ReplyIntent("unknown", clause)])
-    return _merge_reminders(intents, clock)
+        found = _parse_with_typos(strip_politeness(clauses[0]), clock, question=question)
+        intents = found or [_not_understood(clean, text.strip(), question=question)]
+    else:
+        pieces: list[Piece] = []
+        for clause in clauses:
+            said = strip_politeness(clause)
+            found = _parse_with_typos(said, clock, question=question)
+            pieces.append((said, found or [ReplyIntent("unknown", clause)]))
+        intents = [i for _, found in _bind(pieces, clock) for i in found]
+        intents = _merge_reminders(intents, clock)
+    if _NEGATED.match(normal) and any(isinstance(i, AddIntent) for i in intents):
+        return [ReplyIntent("statement", clean)]
+    return intents
+
+
+def _parse_with_typos(clause: str, clock: Clock, *, question: bool) -> list[Intent] | None:
+    """The clause as said; if that is not understood, with a mistyped leading verb fixed
+    ("cmplete the report", "remnd me to …").
+    """
+    found = parse_clause(clause, clock, question=question)
+    if found and not all(isinstance(i, ReplyIntent) for i in found):
+        return found
+    fixed = fix_verb(clause)
+    return (parse_clause(fixed, clock, question=question) if fixed != clause else None) or found
 
 
 def _merge_reminders(intents: list[Intent], clock: Clock) -> list[Intent]:
@@ -250,7 +462,56 @@ def _merge_reminders(intents: list[Intent], clock: Clock) -> list[Intent]:
     return merged
 
 
+# Who may ask for a new task without an add verb: "I need to X", "we gotta X", "I must X".
+# Any other sentence led by "I"/"we" reports or judges ("I got milk", "I haven't called the
+# bank", "I should have paid"): it never becomes a task.
+_WISH = re.compile(
+    r"(?:i|we)\s+(?:(?:really|also|still|definitely|just|will|would|am|are)\s+)*"
+    r"(?:need|have\s+to|has\s+to|have\s+got\s+to|gotta|got\s+to|must|should(?!\s+have)"
+    r"|want\s+to|ought\s+to|like\s+to|going\s+to|gonna)\b(?!\s+not\b)",
+    _I,
+)
+_ADD_VERB = re.compile(
+    r"(?:add|adding|create|put|insert|jot|write\s+down|note|log|stick|pop|schedule|plan|remind"
+    r"|set\s+up|set\s+a\s+reminder|reminder|remember|new|make\s+(?:me\s+)?an?\s+(?:new\s+)?"
+    r"(?:task|todo|to-do|reminder)|(?:do\s+not|dont)\s+(?:let\s+me\s+)?forget|todo|to-do|task"
+    r"|memo)\b",
+    _I,
+)
+_LIST_FIRST = re.compile(r"(?:my|our|the)\s+[\w-]+\s+list\s*[:,-]", _I)  # "my shopping list: …"
+_REPORT = re.compile(
+    r"(?:i|we|he|she|they|it|my|our|that|this|there)\b"
+    r"|(?:not|never|no\s+longer|already|nothing|none)\b|\w*[a-df-z]ed\b"
+    r"|.*\b(?:already|yesterday|last\s+(?:night|week))\s*$",
+    _I,
+)
+
+
+def asks_to_add(clause: str, *, question: bool) -> bool:
+    """Whether a clause may create tasks: an add verb, or a wish ("I need to X") that is
+    neither negated nor a question. Statements, reports, negations and questions never may.
+    """
+    if _ADD_VERB.match(clause) or _LIST_FIRST.match(clause):
+        return True
+    if question:
+        return False
+    wish = _WISH.match(clause)
+    if wish:  # "I need it for the cake" points at something; it names no new task
+        return not re.match(
+            r"\s*(?:to\s+)?(?:it|that|this|them|those|these)\b", clause[wish.end() :], _I
+        )
+    return not _REPORT.match(clause)
+
+
 def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[Intent] | None:
+    intents = _parse_clause(clause, clock, question=question)
+    if intents and any(isinstance(i, AddIntent) for i in intents):
+        if not asks_to_add(clause, question=question):
+            return [ReplyIntent("statement", clause)]
+    return intents
+
+
+def _parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[Intent] | None:
     if not clause:
         return []
     if _BULK.fullmatch(clause):
@@ -274,15 +535,13 @@ def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[I
         listed = parse_list(clause, clock, strong=True)
         if listed is not None:
             return [listed]
-    action = parse_action(clause, clock)
+    adds = parse_add(clause, clock) if _NEW_TASK.match(clause) else None
+    action = None if adds else parse_action(clause, clock)
     if action is not None:
         return [action]
-    adds = parse_add(clause, clock)
+    adds = adds or parse_add(clause, clock)
     if adds is not None:
         return _delegated(adds, clause, clock) or adds
-    past = _PAST.fullmatch(clause)
-    if past and past.group("verb").lower() not in _NOT_DONE_VERBS:  # "I bought the milk"
-        return [ActIntent("complete", Target(words=past.group("t")))]
     if not question and find_repeat(clause) is not None:  # "water plants every Monday at 9"
         return build_adds(Draft(clause, {}), clock, split=False)
     listed = parse_list(clause, clock, strong=question)
@@ -290,8 +549,12 @@ def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[I
 
 
 def _wants_action_after(clause: str) -> bool:
-    """Not a question about the list: "tell me to call mom"."""
-    return bool(re.match(r"(?:tell\s+me|give\s+me)\s+to\b", clause, _I))
+    """Not a question about the list: "tell me to call mom", "what a week, …"."""
+    return bool(
+        re.match(
+            r"(?:tell\s+me|give\s+me)\s+(?:to|back)\b|what\s+an?\s+\w+\s*(?:[,!.]|$)", clause, _I
+        )
+    )
 
 
 def _delegated(adds: list[Intent], clause: str, clock: Clock) -> list[Intent] | None:
@@ -320,7 +583,11 @@ def _not_understood(clause: str, original: str, *, question: bool) -> Intent:
         return ReplyIntent("unclear_change", clause)
     words = clause.split()
     target = parse_target(clause)
-    looks_like_title = 0 < len(words) <= 8 and not question and not _CHATTY.match(clause)
+    looks_like_title = (
+        0 < len(words) <= 8 and not _CHATTY.match(clause) and asks_to_add(clause, question=question)
+    )
     if looks_like_title and not target.ids and not target.pronoun:
         return ReplyIntent("suggest_add", clause)
+    if not question and _REPORT.match(clause):
+        return ReplyIntent("statement", clause)
     return ReplyIntent("unknown", original)

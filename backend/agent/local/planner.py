@@ -27,8 +27,9 @@ from backend.agent.local.intents import (
     SnoozeIntent,
     UndoIntent,
 )
+from backend.agent.local.lists import run_list
 from backend.agent.local.reminders import run_reminders, run_skip, run_snooze
-from backend.agent.local.replies import added, canned, listing, now_text
+from backend.agent.local.replies import added, canned, now_text
 from backend.agent.local.steps import Call, Env, Finish, NeedCalls, Outcome, Pool, Script
 from backend.agent.local.timeline import run_history
 
@@ -40,8 +41,7 @@ def run_intent(intent: Intent, script: Script, env: Env) -> Outcome:
         result = script.call("add_task", **intent.arguments())
         return Outcome([added(result, env.clock)], [_created(result)] if result.ok else [])
     if isinstance(intent, ListIntent):
-        result = script.call("list_tasks", **intent.arguments)
-        return Outcome([listing(intent, result, env.clock)], result.tasks())
+        return run_list(intent, script, env)
     if isinstance(intent, ActIntent):
         return run_act(intent, script, env)
     if isinstance(intent, ShowIntent):

@@ -43,31 +43,25 @@ _REMINDER_LINE = re.compile(
 _NUMBERS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
     "seven": 7, "eight": 8, "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30,
-    "forty-five": 45, "forty five": 45, "a couple of": 2, "a few": 3,
+    "forty five": 45, "a couple of": 2, "a few": 3,
 }  # fmt: skip
-_AMOUNT = (
-    r"(?:half\s+an|a\s+couple\s+of|a\s+few|forty[\s-]five|fifteen|twenty|thirty|a|an|one|two"
-    r"|three|four|five|six|seven|eight|nine|ten|\d{1,4})"
-)
+_WORDS = "|".join(sorted((n.replace(" ", r"[\s-]") for n in _NUMBERS), key=len, reverse=True))
+_AMOUNT = rf"(?:half\s+an|{_WORDS}|\d{{1,4}})"
 _UNIT = r"(?:minutes?|mins?|m|hours?|hrs?|h|days?|weeks?)"
 _SPAN = rf"(?P<amt>{_AMOUNT})\s*(?P<unit>{_UNIT})"
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 
+# Only question words around "reminders": "what reminders do I have?", "any reminders set?".
 _LIST = re.compile(
-    r"(?:(?:what|which|show|list|see|view|display|give|tell|check)\s+(?:me\s+)?(?:are\s+|is\s+)?"
-    r"(?:all\s+)?(?:of\s+)?(?:my\s+|the\s+)?(?:upcoming\s+|current\s+|active\s+|pending\s+)?"
-    r"reminders?(?:\s+(?:do|have|did)\s+i\s+(?:have|got|set))?(?:\s+(?:set|coming\s+up|are\s+set))?"
-    r"|(?:do\s+i\s+have\s+|are\s+there\s+|have\s+i\s+got\s+|got\s+)?any\s+(?:upcoming\s+)?"
-    r"reminders?(?:\s+(?:set|coming\s+up))?"
-    r"|(?:my\s+)?(?:upcoming\s+)?reminders?)",
+    r"(?:(?:what|which|show|list|see|view|display|give|tell|check|me|are|is|all|of|my|the|upcoming"
+    r"|current|active|pending|do|i|have|got|any|there)\s+)*reminders?(?:\s+(?:do|have|did|i|got"
+    r"|set|are|coming|up))*",
     _I,
 )
 _MISSED = re.compile(
-    r"(?:(?:did|have)\s+i\s+miss(?:ed)?\s+(?:any(?:thing)?\s+|a\s+)?(?:reminders?)?"
-    r"|(?:any\s+|show\s+(?:me\s+)?|list\s+)?(?:my\s+)?(?:missed|unread|new)\s+(?:reminders?|notifications?)"
-    r"|what\s+reminders?\s+(?:did\s+i\s+miss|went\s+off|have\s+gone\s+off|fired)"
-    r"|(?:any|show\s+(?:me\s+)?(?:my\s+)?|list\s+(?:my\s+)?|my)\s*notifications?"
-    r"|what\s+did\s+i\s+miss)",
+    r"(?:(?:did|have|i|any|show|list|me|my|what|reminders?|anything)\s+)*(?:miss(?:ed)?|fired"
+    r"|(?:went|gone)\s+off|notifications?|(?:new|unread|missed)\s+(?:reminders?|notifications?))"
+    r"(?:\s+(?:reminders?|notifications?|anything|any|a))*",
     _I,
 )
 _SNOOZE = re.compile(

@@ -5,21 +5,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from backend.agent.local.dates import WEEKDAYS
+from backend.agent.local.dates import PART_HOURS, WEEKDAYS
 
 _WEEKDAY = "|".join(WEEKDAYS)
 _DAY_CODES = {name: name[:2].upper() for name in WEEKDAYS}
 _NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "other": 2}
 _REPEAT_LEAD = r"(?:(?:that\s+)?(?:repeats?|recurs?|repeating|recurring)\s+)?"
 _DAY_LIST = rf"(?:{_WEEKDAY})s?(?:\s*(?:,|and|&|,\s*and)\s*(?:{_WEEKDAY})s?)*"
+_NTH = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
 REPEAT_PHRASE = re.compile(
     rf"""(?<![\w-]){_REPEAT_LEAD}(?:
-        (?:every|each)\s+(?P<n>\d+|two|three|four|five|six|other)\s+(?P<unit>day|week|month|year)s?
-      | (?:every|each|on)\s+(?P<weekdays>weekdays?|work\s*days?)
-      | (?:every|each|on)\s+(?P<weekends>weekends?)
+        (?:(?:every|each)\s+month|monthly)\s+on\s+the\s+(?P<md>{_NTH})
+      | (?:on\s+)?the\s+(?P<md2>{_NTH})\s+of\s+(?:every|each)\s+month
+      | (?:every|each)\s+(?P<n>\d+|two|three|four|five|six|other)
+        \s+(?:(?P<unit>day|week|month|year)s?(?:\s+on\s+(?P<ndays>{_DAY_LIST}))?|(?P<odays>{_DAY_LIST}))
+      | (?:every|each|on)\s+(?:(?P<weekdays>weekdays?|work\s*days?)|(?P<weekends>weekends?))
       | (?:every|each)\s+(?P<days>{_DAY_LIST})
       | on\s+(?P<plural>(?:{_WEEKDAY})s(?:\s*(?:,|and|&)\s*(?:{_WEEKDAY})s)*)
-      | (?:every|each)\s+(?:single\s+)?(?P<every>day|night|morning|evening|week|month|year)
+      | (?:every|each)\s+(?:single\s+)?
+        (?P<every>day|night|morning|afternoon|evening|week|month|year)
       | (?P<simple>daily|everyday|nightly|weekly|monthly|yearly|annually)
     )(?![\w-])""",
     re.IGNORECASE | re.VERBOSE,
@@ -29,17 +33,19 @@ REPEAT_PHRASE = re.compile(
 @dataclass(frozen=True)
 class FoundRepeat:
     rule: str
-    weekdays: tuple[str, ...]
+    days: tuple[str, ...]  # the days it falls on, for the first due date
     start: int
     end: int
+    part: str | None = None  # "every evening": evening
 
 
 def find_repeat(text: str) -> FoundRepeat | None:
     match = REPEAT_PHRASE.search(text)
     if match is None:
         return None
-    rule, weekdays = _rule(match)
-    return FoundRepeat(rule, weekdays, match.start(), match.end())
+    rule, days = _rule(match)
+    part = (match.group("every") or match.group("simple") or "").lower().replace("nightly", "night")
+    return FoundRepeat(rule, days, match.start(), match.end(), part if part in PART_HOURS else None)
 
 
 def parse_repeat(text: str) -> str | None:
@@ -51,38 +57,33 @@ def parse_repeat(text: str) -> str | None:
     return _rule(match)[0] if match else None
 
 
-_SIMPLE_RULES = {
-    "daily": "daily",
-    "everyday": "daily",
-    "nightly": "daily",
-    "weekly": "weekly",
-    "monthly": "monthly",
-    "yearly": "FREQ=YEARLY",
-    "annually": "FREQ=YEARLY",
-}
-_EVERY_RULES = {"day": "daily", "night": "daily", "morning": "daily", "evening": "daily"}
-_EVERY_RULES |= {"week": "weekly", "month": "monthly", "year": "FREQ=YEARLY"}
+_RULES = dict.fromkeys(("daily", "everyday", "nightly", "day", *PART_HOURS), "daily")
+_RULES |= dict.fromkeys(("weekly", "week"), "weekly") | {"monthly": "monthly", "month": "monthly"}
+_RULES |= dict.fromkeys(("yearly", "annually", "year"), "FREQ=YEARLY")
 _FREQ = {"day": "DAILY", "week": "WEEKLY", "month": "MONTHLY", "year": "YEARLY"}
 
 
 def _rule(match: re.Match[str]) -> tuple[str, tuple[str, ...]]:
-    """The rule and the weekdays it falls on (for the first due date)."""
-    if match.group("simple"):
-        return _SIMPLE_RULES[match.group("simple").lower()], ()
-    if match.group("every"):
-        return _EVERY_RULES[match.group("every").lower()], ()
-    if match.group("n"):
-        raw = match.group("n").lower()
-        count = _NUMBERS.get(raw) or int(raw)
-        return f"FREQ={_FREQ[match.group('unit').lower()]};INTERVAL={count}", ()
+    """The rule and the days it falls on (for the first due date)."""
+    monthday = match.group("md") or match.group("md2")
+    if monthday:
+        day = int(re.sub(r"\D", "", monthday))
+        return f"FREQ=MONTHLY;BYMONTHDAY={day}", (str(day),)
+    if match.group("every") or match.group("simple"):
+        return _RULES[(match.group("every") or match.group("simple")).lower()], ()
     if match.group("weekdays"):
         return "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR", ()
     if match.group("weekends"):
         return "FREQ=WEEKLY;BYDAY=SA,SU", ("saturday",)
-    names = tuple(
-        dict.fromkeys(re.findall(_WEEKDAY, (match.group("days") or match.group("plural")).lower()))
-    )
-    return f"FREQ=WEEKLY;BYDAY={','.join(_DAY_CODES[name] for name in names)}", names
+    rule = "FREQ=WEEKLY"
+    if match.group("n"):
+        raw = match.group("n").lower()
+        rule = f"FREQ={_FREQ[(match.group('unit') or 'week').lower()]}"
+        rule += f";INTERVAL={_NUMBERS.get(raw) or int(raw)}"
+    listed = " ".join(match.group(g) or "" for g in ("ndays", "odays", "days", "plural"))
+    names = tuple(dict.fromkeys(re.findall(_WEEKDAY, listed.lower())))
+    days = ",".join(_DAY_CODES[name] for name in names)
+    return (f"{rule};BYDAY={days}" if days else rule), names
 
 
 def describe_repeat(rule: str | None) -> str | None:

@@ -33,6 +33,11 @@ UNKNOWN = (
     '"mark task 3 done" (say "help" for more). For open conversation, set OPENAI_API_KEY.'
 )
 
+STATEMENT = (
+    "I didn't change anything: \"{text}\" sounds like something you're telling me, not a new "
+    'task. To tick one off, say "done" and its name; to add one, start with "add".'
+)
+
 CANNED: dict[ReplyKind, str] = {
     "greeting": (
         "Hi! I'm your todo assistant. Tell me what to add, or ask \"what's pending?\". "
@@ -58,6 +63,8 @@ CANNED: dict[ReplyKind, str] = {
 def canned(kind: ReplyKind, text: str = "") -> str:
     if kind == "unknown":
         return UNKNOWN.format(text=_short(text))
+    if kind == "statement":
+        return STATEMENT.format(text=_short(text))
     if kind == "suggest_add":
         return f'{ADD_SUGGESTION} "{_short(text)}" as a task? Say "yes" or "add {_short(text)}".'
     return CANNED[kind]

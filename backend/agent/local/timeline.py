@@ -20,74 +20,40 @@ HISTORY_LIMIT = 100
 MAX_TOLD = 10
 _TASK = r"(?P<t>.+?)(?:\s+(?:task|todo|item))?"
 _DID = r"when\s+(?:did|was|were|have)\s+(?:i|we|you)\s+(?:last\s+|first\s+)?"
-_ASKED_ACTIONS: tuple[tuple[str, str], ...] = (
-    ("completed", r"(?:finish|complete|do|tick\s+off|check\s+off|cross\s+off|finished|completed)"),
-    ("created", r"(?:add|create|make|set\s+up|enter|added|created)"),
-    ("deleted", r"(?:delete|remove|deleted|removed)"),
-    ("reopened", r"(?:reopen|reopened|undo|uncheck)"),
-    ("restored", r"(?:restore|undelete|restored)"),
-    ("updated", r"(?:change|edit|update|rename|changed|edited|updated|renamed)"),
-)
-_WHEN = [(action, re.compile(rf"{_DID}{verb}\s+{_TASK}", _I)) for action, verb in _ASKED_ACTIONS]
-# "when did I mark the report done", "when was the report completed"
-_MARKED = re.compile(
-    rf"{_DID}(?:mark|marked)\s+{_TASK}\s+(?:as\s+)?(?:done|complete|completed)", _I
-)
-_WAS_DONE = re.compile(
-    r"when\s+(?:was|were)\s+(?P<t>.+?)\s+(?P<a>finished|completed|done|added|created|deleted)",
-    _I,
-)
+# action: the verbs that ask about it (any tense), then the verb and the noun that answer.
+_ACTIONS = {
+    "completed": (
+        r"finish|complete|do|done|(?:tick|check|cross)\w*\s+off", "completed", "completing"
+    ),
+    "created": (r"add|create|make|made|set\s+up|enter", "added", "adding"),
+    "deleted": (r"delete|remove", "deleted", "deleting"),
+    "reopened": (r"reopen|undo|uncheck", "reopened", "reopening"),
+    "restored": (r"restore|undelete", "restored", "restoring"),
+    "updated": (r"change|edit|update|rename", "changed", "changing"),
+}  # fmt: skip
+_VERB = "|".join(rf"(?P<{a}>(?:{verbs})(?:e?d)?)" for a, (verbs, _, _) in _ACTIONS.items())
+_ASKED = [  # "when did I finish X", "when was X added", "when did I mark X done"
+    re.compile(rf"{_DID}(?:{_VERB})\s+{_TASK}", _I),
+    re.compile(rf"when\s+(?:was|were)\s+{_TASK}\s+(?:{_VERB})", _I),
+    re.compile(rf"{_DID}mark(?:ed)?\s+{_TASK}\s+(?:as\s+)?(?P<completed>done|completed?)", _I),
+]
 _STORY = re.compile(
-    r"(?:what\s+(?:has\s+)?happened\s+(?:to|with)\s+"
-    r"|(?:show|give|tell)\s+(?:me\s+)?(?:the\s+)?(?:history|changes|log|activity|timeline)"
-    r"\s+(?:of|for|on)\s+"
-    r"|(?:history|changes|activity|timeline)\s+(?:of|for|on)\s+"
-    r"|what\s+(?:changes\s+)?(?:did\s+(?:i|we)\s+(?:make|do)\s+(?:to|on|with)\s+))"
-    rf"{_TASK}",
+    r"(?:what\s+(?:has\s+)?happened\s+(?:to|with)|(?:(?:show|give|tell)\s+(?:me\s+)?(?:the\s+)?)?"
+    r"(?:history|changes|log|activity|timeline)\s+(?:of|for|on)|what\s+(?:changes\s+)?did\s+(?:i|we)"
+    rf"\s+(?:make|do)\s+(?:to|on|with))\s+{_TASK}",
     _I,
 )
-_PAST_ACTION = {
-    "finished": "completed",
-    "completed": "completed",
-    "done": "completed",
-    "added": "created",
-    "created": "created",
-    "deleted": "deleted",
-}
-_VERBS = {
-    "created": "added",
-    "updated": "changed",
-    "completed": "completed",
-    "reopened": "reopened",
-    "deleted": "deleted",
-    "restored": "restored",
-}
-_NOUNS = {
-    "created": "adding",
-    "updated": "changing",
-    "completed": "completing",
-    "reopened": "reopening",
-    "deleted": "deleting",
-    "restored": "restoring",
-}
 
 
 def parse_history(clause: str) -> HistoryIntent | None:
     """A question about a task's past, or None."""
-    for action, pattern in _WHEN:
+    for pattern in _ASKED:
         match = pattern.fullmatch(clause)
         if match:
+            action = next(a for a in _ACTIONS if match.groupdict().get(a))
             return HistoryIntent(parse_target(match.group("t")), action)
-    match = _MARKED.fullmatch(clause)
-    if match:
-        return HistoryIntent(parse_target(match.group("t")), "completed")
-    match = _WAS_DONE.fullmatch(clause)
-    if match:
-        return HistoryIntent(parse_target(match.group("t")), _PAST_ACTION[match.group("a").lower()])
     match = _STORY.fullmatch(clause)
-    if match:
-        return HistoryIntent(parse_target(match.group("t")))
-    return None
+    return HistoryIntent(parse_target(match.group("t"))) if match else None
 
 
 def run_history(intent: HistoryIntent, script: Script, env: Env) -> Outcome:
@@ -122,12 +88,12 @@ def _answer(action: str | None, data: dict[str, Any], clock: Clock) -> str:
         return _story(label, entries, clock)
     matching = [e for e in entries if _is(e, action)]
     if not matching:
-        return f"I have no record of {_NOUNS[action]} {label}."
+        return f"I have no record of {_ACTIONS[action][2]} {label}."
     last = matching[-1]
-    answer = f"You {_VERBS[action]} {label} on {moment(last.get('at'), clock)}"
+    answer = f"You {_ACTIONS[action][1]} {label} on {moment(last.get('at'), clock)}"
     undone = _undone_since(action, entries, last)
     if undone is not None:
-        answer += f"; it was {_VERBS[undone[0]]} on {moment(undone[1].get('at'), clock)}"
+        answer += f"; it was {_ACTIONS[undone[0]][1]} on {moment(undone[1].get('at'), clock)}"
     return answer + "."
 
 
@@ -137,12 +103,10 @@ def _is(entry: dict[str, Any], action: str) -> bool:
         return True
     changes = entry.get("changes") if isinstance(entry.get("changes"), dict) else {}
     completed = (changes or {}).get("completed")
-    if entry.get("action") == "updated" and isinstance(completed, dict):
-        return completed.get("to") is (action == "completed") and action in (
-            "completed",
-            "reopened",
-        )
-    return False
+    ticking = entry.get("action") == "updated" and action in ("completed", "reopened")
+    return (
+        ticking and isinstance(completed, dict) and completed.get("to") is (action == "completed")
+    )
 
 
 def _undone_since(
@@ -170,7 +134,7 @@ def _story(label: str, entries: list[dict[str, Any]], clock: Clock) -> str:
 def _describe(entry: dict[str, Any]) -> str:
     action = str(entry.get("action"))
     if action != "updated":
-        return _VERBS.get(action, action)
+        return _ACTIONS[action][1] if action in _ACTIONS else action
     changes = entry.get("changes") if isinstance(entry.get("changes"), dict) else {}
     parts = []
     for field, change in (changes or {}).items():
