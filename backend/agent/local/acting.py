@@ -10,7 +10,16 @@ from backend.agent.local.actions import ALL_TAGS, KEEP, OR_ADD, SHIFT, parse_tar
 from backend.agent.local.dates import END_OF_DAY, Clock
 from backend.agent.local.history import ToolResult, deleted_tasks, last_writes, shown_list
 from backend.agent.local.intents import ActIntent, Action, ShowIntent, Target
-from backend.agent.local.matching import best_matches, exact, positions, ranked
+from backend.agent.local.matching import (
+    SURE,
+    best_matches,
+    exact,
+    names_every_word,
+    positions,
+    ranked,
+    score,
+    words_to_judge,
+)
 from backend.agent.local.repeats import describe_repeat
 from backend.agent.local.replies import (
     canned,
@@ -258,7 +267,23 @@ def _by_words(action: str, words: str, script: Script, env: Env) -> list[dict[st
     if len(matches) > 1:
         lead = f"I found {len(matches)} tasks matching '{words}'."
         raise Finish(which_one(matches, env.clock, lead), tasks=matches)
+    _check_sure(action, words, matches[0])
     return matches
+
+
+def _check_sure(action: str, words: str, task: dict[str, Any]) -> None:
+    """A search hit is only a substring ("the car" is in "Buy carrots"): act on it when the
+    words name it well, and delete only when every word said is in its title; else ask."""
+    title = str(task.get("title", ""))
+    if not words_to_judge(words):
+        return  # nothing but small words ("the"): the search found it, nothing to weigh
+    sure = score(words, title) >= SURE and (action != "delete" or names_every_word(words, title))
+    if not sure:
+        raise Finish(
+            f"I couldn't find a task called '{words}'. Did you mean "
+            f"{quoted(task.get('id'), title)}?",
+            tasks=[task],
+        )
 
 
 def _each(tasks: list[dict[str, Any]], words: str) -> list[dict[str, Any]] | None:

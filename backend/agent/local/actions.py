@@ -241,7 +241,8 @@ _WORDS = {
     r"|(?:i|we)\s+(?:need|have|must))\b).+?)",
     "SET": r"(?:set|change|update|make|put|switch)",
     "DUE": r"(?:due\s+date|deadline|due\s+time|due)",
-    "LIST": r"(?:my\s+|the\s+|your\s+)?(?P<tags>[\w-]+)\s+list(?:\s+(?:too|as\s+well|also))?",
+    "LIST": r"(?:my\s+|the\s+|your\s+)?(?P<tags>(?!(?:my|the|your|our|todo|to-do|task)\b)[\w-]+)"
+    r"\s+list(?:\s+(?:too|as\s+well|also))?",
     "HASHTAGS": r"(?P<tags>#\S+(?:\s*(?:,|and)?\s*#\S+)*)",
     "DONE": _DONE,
     "PARTICIPLE": _PARTICIPLE,

@@ -38,7 +38,7 @@ _QUOTED = re.compile(r"\"([^\"]+)\"|(?<!\w)'([^']+)'(?!\w)")
 _TAGS = tuple(
     re.compile(pattern, _I)
     for pattern in (  # "tag it work", "file it under work", "#work", "on my work list"
-        r"\s*,?\s*(?:\band\s+)?\b(?:tagged(?:\s+(?:as|with))?|with\s+(?:the\s+)?(?:tags?|label)"
+        r"\s*(?:,\s*)?(?:\band\s+)?\b(?:tagged(?:\s+(?:as|with))?|with\s+(?:the\s+)?(?:tags?|label)"
         r"|labell?ed(?:\s+as)?|(?:tag|label|file|put)\s+(?:it|this|that)(?:\s+(?:as|with|under|in))?"
         r"|under(?:\s+the\s+tag|(?=\s+\w+$)))\s+#?(?P<tag>[a-z][\w-]{0,31})(?:\s+tag)?\b",
         r"(?<![\w&#])#(?P<tag>[a-z][\w-]{0,31})\b",
@@ -46,6 +46,7 @@ _TAGS = tuple(
         r"(?:list|tasks|todos?|to-dos?|to-do\s+list|todo\s+list)\b",
     )
 )
+MAX_ADDS = 10  # new tasks in one message; more is more likely a paste than a request
 _PRIORITY_WORDS = (
     r"(?P<p>urgent(?:ly)?|asap|as\s+soon\s+as\s+possible|critical|top[\s-]priority|"
     r"high[\s-]priority|important|low[\s-]priority|not\s+urgent|not\s+important|"
@@ -53,11 +54,11 @@ _PRIORITY_WORDS = (
     r"|no\s+rush|no\s+hurry)"
 )
 _PRIORITY = re.compile(
-    r"(?:\s*,?\s*(?:and\s+)?\b(?:it(?:'s|\s+is)|this\s+is|that(?:'s|\s+is)|make\s+it|mark\s+it"
+    r"(?:\s*(?:,\s*)?(?:and\s+)?\b(?:it(?:'s|\s+is)|this\s+is|that(?:'s|\s+is)|make\s+it|mark\s+it"
     r"(?:\s+as)?|set\s+as|as|with|at)\s+)?(?:(?<=\s)|^)(?:an?\s+)?"
     r"(?:(?:very|really|super|extremely|quite|pretty|fairly|rather|kind\s+of|sort\s+of|a\s+bit)\s+)?"
     rf"{_PRIORITY_WORDS}(?:\s+priority)?(?:\s+(?:really|honestly|though|is\s+fine|is\s+ok(?:ay)?))?\b"
-    r"|\s*,?\s*(?:with\s+)?priority\s*(?::|=|is|of)?\s*(?P<p2>urgent|high|low|medium|normal)\b",
+    r"|\s*(?:,\s*)?(?:with\s+)?priority\s*(?::|=|is|of)?\s*(?P<p2>urgent|high|low|medium|normal)\b",
     _I,
 )
 _SPLIT = re.compile(r"\s*,\s*(?:and\s+)?|\s+(?:and|&|plus)\s+", _I)
@@ -168,7 +169,7 @@ def _parse_add(clause: str, clock: Clock) -> list[Intent] | None:
 def build_adds(draft: Draft, clock: Clock, *, split: bool) -> list[Intent]:
     quoted = [m.group(1) or m.group(2) for m in _QUOTED.finditer(draft.text)]
     if quoted:  # 'Title' with its details around it: the title is taken as written
-        draft.text = _QUOTED.sub(" ", draft.text)
+        draft.text = re.sub(r"\s+", " ", _QUOTED.sub(" ", draft.text))
         _take_note(draft, clock, titled=True)
         _extract(draft, clock)
         drafts = [Draft(title, dict(draft.fields)) for title in quoted]
@@ -190,6 +191,8 @@ def build_adds(draft: Draft, clock: Clock, *, split: bool) -> list[Intent]:
             if "recurrence" in item.fields:  # a repeat keeps its local time in the user's zone
                 item.fields["time_zone"] = clock.zone.key
             intents.append(AddIntent(title=title[:200], fields=item.fields))
+    if len(intents) > MAX_ADDS:
+        return [ReplyIntent("too_many")]
     return intents or [ReplyIntent("empty_add")]
 
 
@@ -266,7 +269,8 @@ def _extract(draft: Draft, clock: Clock) -> None:
 
 
 def _cut(text: str, start: int, end: int) -> str:
-    return f"{text[:start]} {text[end:]}"
+    # One space where the words were: runs of spaces make the optional-space patterns slow.
+    return f"{text[:start].rstrip()} {text[end:].lstrip()}"
 
 
 def _tags_from(draft: Draft) -> None:

@@ -34,14 +34,19 @@ _YES = re.compile(
 )
 _NO = re.compile(
     r"(?:(?:no|nope|nah|n|no\s+thanks|do\s+not|never\s*mind|cancel|forget\s+(?:it|that|about\s+it)"
-    r"|skip\s+it|not\s+now|leave\s+it)[\s,.!]*)+",
+    r"|skip\s+it|not\s+now|leave\s+it|nvm|idk|dunno|huh|whatever|stop|hold\s+on|wait|hmm+"
+    r"|um+|no\s+idea|not\s+sure|i\s+do\s+not\s+know)[\s,.!?]*)+",
     _I,
 )
 _NUMBER = re.compile(
     r"(?:the\s+one\s+with\s+)?(?:task|item|number|no\.?|id)?\s*#?\s*(?P<n>\d{1,9})", _I
 )
 _BOTH = re.compile(r"(?:both(?:\s+of\s+them)?|them\s+both|the\s+two\s+of\s+them)", _I)
-_ALL = re.compile(r"(?:all(?:\s+of\s+them)?|them\s+all|all\s+\w+|every\s+one)", _I)
+_ALL = re.compile(
+    r"(?:all(?:\s+of\s+them)?|them\s+all|all\s+(?:two|three|four|five|\d+)(?:\s+of\s+them)?"
+    r"|every\s+one(?:\s+of\s+them)?)",
+    _I,
+)
 _OCCURRENCE = re.compile(
     r"(?:just\s+|only\s+)?(?:(?:this|that|the\s+(?:current|next|first))"
     r"(?:\s+(?:one|occurrence|time|week|instance))?|one|once|the\s+one|occurrence)(?:\s+only)?",
@@ -139,8 +144,10 @@ def _corrected(said: str, last: Turn, clock: Clock) -> list[Intent] | None:
     title = _SPELLING.sub("", meant)
     if told and len(added) == 1 and score(title, added[0] or "") >= UNSURE:  # "I meant sara"
         return [ActIntent("update", Target(pronoun="one"), {"title": capitalised(title)})]
-    if told and wrote & {"complete_task", "delete_task"}:
-        again = _retarget(last, parse_target(meant), clock)
+    target = parse_target(meant)
+    vague = (target.words or "").casefold() in {"other", "another", "different", "other task"}
+    if told and not vague and wrote & {"complete_task", "delete_task"}:  # undo only for a named one
+        again = _retarget(last, target, clock)
         return [UndoIntent(), *again] if again else None
     return None
 

@@ -18,6 +18,8 @@ ReplyKind = Literal[
     "empty_add",
     "refuse_bulk",
     "declined",
+    "cancelled",
+    "too_many",
     "unclear_change",
     "now",
 ]

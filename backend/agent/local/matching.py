@@ -111,6 +111,17 @@ def score(words: str, title: str) -> float:
     return max(whole, rest, covered - 10)
 
 
+def words_to_judge(text: str) -> list[str]:
+    return _words(text)
+
+
+def names_every_word(words: str, title: str) -> bool:
+    """Every word said is in the title (spelling slips and word forms allowed): what a
+    delete needs before it acts without asking ("the cat food task" is not "Buy dog food")."""
+    have = _words(title)
+    return bool(have) and all(max(_similar(w, t) for t in have) >= SURE for w in _words(words))
+
+
 def _similar(word: str, other: str) -> float:
     """Spelling slips ("shoping") and other forms ("watering" for "water") both count."""
     close = fuzz.partial_ratio(word, other) - 10 if min(len(word), len(other)) >= 4 else 0

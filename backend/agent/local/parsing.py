@@ -19,7 +19,7 @@ from backend.agent.local.intents import (
     UndoIntent,
 )
 from backend.agent.local.lists import LIST_START, parse_list
-from backend.agent.local.matching import fix_verb
+from backend.agent.local.matching import fix_verb, positions
 from backend.agent.local.reminders import parse_reminder
 from backend.agent.local.repeats import find_repeat
 from backend.agent.local.timeline import parse_history
@@ -88,7 +88,7 @@ _THANKS = re.compile(
 _OK = re.compile(
     r"(?:ok|okay|k|cool|great|awesome|perfect|nice|good|lovely|got\s+it|alright|sounds\s+good"
     r"|sure|fine|excellent|wonderful|amazing|brilliant|yes|yeah|yep|yup|no|nope|nah|not\s+now"
-    r"|no\s+thanks)",
+    r"|no\s+thanks|never\s*mind|nvm|forget\s+it|no\s+worries)",
     _I,
 )
 _NOW = re.compile(
@@ -153,7 +153,7 @@ def normalise(text: str) -> str:
     for patterns in (_TYPOS, _CONTRACTIONS):
         for pattern, replacement in patterns.items():
             text = re.sub(pattern, replacement, text, flags=_I)
-    text = _ASK_FOR_LIST.sub("show ", text)
+    text = _ASK_FOR_LIST.sub("show ", _ASK_TO_KNOW.sub("tell me ", text))
     return _GERUND.sub(lambda m: f"{m.group('lead')} {_imperative(m.group('verb'))}", text)
 
 
@@ -162,6 +162,12 @@ _ASK_FOR_LIST = re.compile(
     r"\b(?:i\s+would\s+(?:love|like)|i\s+want|can\s+i\s+(?:get|have|see)|give\s+me|let\s+me\s+see)"
     r"\s+(?:a\s+|an\s+)?(?:quick\s+|brief\s+|short\s+)?(?:rundown|summary|overview|list|look)"
     r"\s+(?:of|at|on)\s+",
+    _I,
+)
+# "I want to see my tasks", "remind me what I have today": questions about the list.
+_ASK_TO_KNOW = re.compile(
+    r"\b(?:i\s+(?:want|need|would\s+like)\s+to\s+(?:see|know|check|find\s+out)"
+    r"|remind\s+me(?=\s+(?:what|when|whether|which|how|if)\b))\s*",
     _I,
 )
 # "would you mind deleting the yoga task": the request is the verb after "mind".
@@ -184,7 +190,7 @@ _WRAPPING_WORDS = set(
     want need mind do me a favour favor and hmm hm ok okay maybe perhaps um uh just quickly hey
     love appreciate grateful great mate possibly erm er terribly hiya reckon better yeah any
     chance we
-    hi hello assistant it is possible think guess going go ahead help let us actually also then
+    hi hello assistant it possible think guess going go ahead help let us actually also then
     now right well oh sorry great thanks thank cool alright yeah yes sure real quick for
     might""".split()
 )
@@ -199,7 +205,8 @@ _HEDGE = re.compile(
     r"[\s,]*\b(?:i\s+think|i\s+guess|yeah|right|ok|okay|i\s+suppose|maybe|perhaps|or\s+something|or\s+so|lol"
     r"|if\s+(?:that\s+is|it\s+is)\s+(?:ok|okay|alright|fine)|if\s+you\s+do\s+not\s+mind"
     r"|when\s+you\s+(?:get|have)\s+a\s+(?:chance|sec(?:ond)?|minute)|at\s+some\s+point"
-    r"|some\s*time|one\s+of\s+these\s+days)[\s,.!?]*$",
+    r"|some\s*time|one\s+of\s+these\s+days|that\s+would\s+be\s+(?:great|lovely|amazing|perfect"
+    r"|brilliant|awesome|nice))[\s,.!?]*$",
     _I,
 )
 
@@ -258,6 +265,16 @@ def split_clauses(text: str) -> list[str]:
     return [c.strip() for c in clauses if c.strip(" ,.!?")]
 
 
+# A message that takes its own request back: "add eggs? no", "delete it… actually don't".
+_TAKEN_BACK = re.compile(
+    r"[,.!?;-]\s*(?:(?:oh|ok|okay|um|hmm|wait)\s*,?\s*)?(?:no\s*,?\s*wait|wait\s*,?\s*no"
+    r"|no\s*,?\s*(?:keep\s+it|do\s+not)|(?:actually\s+)?do\s+not(?:\s+bother)?|or\s+not"
+    r"|never\s*mind|nvm|just\s+kidding|jk|scratch\s+that|forget\s+(?:it|that)|not\s+yet"
+    r"|keep\s+it|on\s+second\s+thoughts?|no|nope|nah)[\s.!]*$",
+    _I,
+)
+
+
 def parse_message(text: str, clock: Clock) -> list[Intent]:
     """Everything asked for in one message, in order.
 
@@ -268,6 +285,8 @@ def parse_message(text: str, clock: Clock) -> list[Intent]:
     chatter = small_talk(text)
     if chatter is not None:
         return [chatter]
+    if _TAKEN_BACK.search(normalise(text)):
+        return [ReplyIntent("cancelled")]
     text = refer_back(text)  # "…on the 22nd. Can you add bake cookies for that day?"
     sentences = [s for s in _SENTENCE.split(text) if s and s.strip(" ,.!?;")]
     if len(sentences) > 1:
@@ -275,8 +294,18 @@ def parse_message(text: str, clock: Clock) -> list[Intent]:
         found = join_details(found, clock)  # "Add the slides by Friday. It's important!"
         wanted = [i for _, intents in found if not _asks_nothing(intents) for i in intents]
         if wanted:
-            return _merge_reminders(wanted, clock)
-    return _parse_sentence(text, clock)
+            return _no_pronoun_titles(_merge_reminders(wanted, clock), text)
+    return _no_pronoun_titles(_parse_sentence(text, clock), text)
+
+
+def _no_pronoun_titles(intents: list[Intent], said: str) -> list[Intent]:
+    """ "add it" with nothing said before that it could mean: never a task called "It"."""
+    return [
+        ReplyIntent("statement", said.strip())
+        if isinstance(i, AddIntent) and _PRONOUN_TITLE.fullmatch(i.title)
+        else i
+        for i in intents
+    ]
 
 
 # Sentence ends ("!", "?", a full stop after a word, ";", a new line) and ", but" / ", so".
@@ -355,6 +384,28 @@ def _same_request(first: ActIntent, second: ActIntent) -> bool:
 _NAMED = re.compile(r"\b(?:the|that|this|my)\s+(?P<what>[\w' -]+?)\s+(?:task|thing|one|item)\b", _I)
 
 
+# A statement "it" may point back at: it reports on a task ("I finally paid the gas bill",
+# "the leaky roof thing is getting worse"), not on the day ("I am so busy this week").
+_REPORTS_ON_A_TASK = re.compile(
+    r"\b(?:\w+ed|paid|sent|done|bought|got|took|made|went|did|forgot|sorted|task|thing|one)\b", _I
+)
+
+
+def _points_at_a_task(said: str) -> bool:
+    """ "the 2nd", "the car service", "I finally paid the gas bill": words "it" can mean."""
+    return bool(
+        positions(said)
+        or _A_THING.fullmatch(said.strip(" ,.!?"))
+        or _REPORTS_ON_A_TASK.search(said)
+    )
+
+
+# A task named and nothing else: "ok so like, the car service".
+_A_THING = re.compile(
+    r"(?:(?:ok|okay|so|like|um|well|right|oh)\W+)*(?:the|my|that)\s+[\w'-]+(?:\s+[\w'-]+){0,3}", _I
+)
+
+
 def _naming_piece(bound: list[Piece]) -> str:
     """Of the statements just before "it", the one that names a task ("that X thing")."""
     said: list[str] = []
@@ -377,7 +428,7 @@ def _bind(pieces: list[Piece], clock: Clock) -> list[Piece]:
         if previous is not None and intent is not None:
             said, earlier = previous
             if isinstance(intent, ActIntent | ShowIntent) and intent.target.pronoun == "one":
-                if _said_only(earlier):
+                if _said_only(earlier) and _points_at_a_task(_naming_piece(bound)):
                     said = _naming_piece(bound)
                     named = _NAMED.search(said)
                     words = named.group("what") if named else _TOLD.sub("", normalise(said))
@@ -478,6 +529,7 @@ _ADD_VERB = re.compile(
     r"|memo)\b",
     _I,
 )
+_STATES = re.compile(r"\b(?:is|are|was|were|am|be|been|sucks?|feels?|seems?)\b", _I)
 _LIST_FIRST = re.compile(r"(?:my|our|the)\s+[\w-]+\s+list\s*[:,-]", _I)  # "my shopping list: …"
 _REPORT = re.compile(
     r"(?:i|we|he|she|they|it|my|our|that|this|there)\b"
@@ -503,11 +555,28 @@ def asks_to_add(clause: str, *, question: bool) -> bool:
     return not _REPORT.match(clause)
 
 
+# A question about a task's state, not a request to change it: "the report is done?",
+# "it's urgent?", "will it repeat every day?", "groceries done?".
+_ASKED = re.compile(
+    r"(?:is|are|was|were|does|do|did|will|has|have)\b"
+    r"|(?:it|that|this|the|my|task\s+\d+|#\d+)\b.*\b(?:is|are|was|were)\b"
+    r"|[\w' ]{1,40}\s(?:done|finished|completed|complete)$",
+    _I,
+)
+# Words that are never a task's whole title: "add it", "log out", "I need to".
+_NOT_TITLES = set("to me out go nothing something anything what here there".split())
+
+
 def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[Intent] | None:
+    """The requests in one clause; adds and changes pass the rules that hold everywhere."""
     intents = _parse_clause(clause, clock, question=question)
     if intents and any(isinstance(i, AddIntent) for i in intents):
-        if not asks_to_add(clause, question=question):
+        titles = {i.title.casefold() for i in intents if isinstance(i, AddIntent)}
+        if not asks_to_add(clause, question=question) or titles & _NOT_TITLES:
             return [ReplyIntent("statement", clause)]
+    if intents and question and _ASKED.match(clause) and not _COMMAND_VERB.match(clause):
+        # "the report is done?", "it's urgent?": asked, not told; show the task instead
+        return [ShowIntent(i.target) if isinstance(i, ActIntent) else i for i in intents]
     return intents
 
 
@@ -542,8 +611,10 @@ def _parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[
     adds = adds or parse_add(clause, clock)
     if adds is not None:
         return _delegated(adds, clause, clock) or adds
-    if not question and find_repeat(clause) is not None:  # "water plants every Monday at 9"
-        return build_adds(Draft(clause, {}), clock, split=False)
+    repeat = None if question else find_repeat(clause)
+    rest = f"{clause[: repeat.start]} {clause[repeat.end :]}".strip() if repeat else ""
+    if repeat and not _REPORT.match(rest) and not _STATES.search(rest):
+        return build_adds(Draft(clause, {}), clock, split=False)  # "water plants every Monday"
     listed = parse_list(clause, clock, strong=question)
     return [listed] if listed is not None else None
 

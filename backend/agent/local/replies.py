@@ -53,6 +53,8 @@ CANNED: dict[ReplyKind, str] = {
         '(for example "delete tasks 3 and 4"). "what\'s pending?" shows the numbers.'
     ),
     "declined": "Okay, I won't add it.",
+    "cancelled": "Okay, I've left everything as it was.",
+    "too_many": "That's more than 10 tasks in one message. Please send them a few at a time.",
     "unclear_change": (
         'I didn\'t catch all of that. For example: "rename task 2 to Buy oat milk", '
         '"move task 3 to friday", "set task 4 priority to high" or "delete task 5".'
