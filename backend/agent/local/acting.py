@@ -8,23 +8,24 @@ from typing import Any
 
 from backend.agent.local.actions import ALL_TAGS, KEEP, OR_ADD, SHIFT, parse_target
 from backend.agent.local.dates import END_OF_DAY, Clock
-from backend.agent.local.history import ToolResult, deleted_tasks, last_writes, shown_list
+from backend.agent.local.history import ToolResult, deleted_tasks, last_writes, shown_list, task_of
 from backend.agent.local.intents import ActIntent, Action, ShowIntent, Target
 from backend.agent.local.matching import (
     SURE,
     best_matches,
+    content_words,
     exact,
     names_every_word,
     positions,
     ranked,
     score,
-    words_to_judge,
 )
 from backend.agent.local.repeats import describe_repeat
 from backend.agent.local.replies import (
     canned,
     duration,
     error_text,
+    local_moment,
     next_due,
     not_found,
     quoted,
@@ -52,7 +53,6 @@ _SEARCH_STATUS = {
     "skip": "pending",
     "restore": "deleted",
 }
-_ALL = {"deleted": "deleted"}  # where a fuzzy match looks when the search found nothing
 SERIES_QUESTION = "Just this one, or the whole series?"
 _INVERSE = {
     "delete_task": "restore_task",
@@ -61,9 +61,6 @@ _INVERSE = {
     "reopen_task": "complete_task",
     "add_task": "delete_task",
 }
-
-
-_NOT_TOOL_ARGUMENTS = (KEEP, SHIFT, OR_ADD)
 
 
 def run_act(intent: ActIntent, script: Script, env: Env) -> Outcome:
@@ -77,7 +74,7 @@ def run_act(intent: ActIntent, script: Script, env: Env) -> Outcome:
     if intent.action == "delete" and "scope" not in intent.changes:
         _ask_series(tasks)
     lines: list[str] = []
-    changes = {k: v for k, v in intent.changes.items() if k not in _NOT_TOOL_ARGUMENTS}
+    changes = {k: v for k, v in intent.changes.items() if k not in (KEEP, SHIFT, OR_ADD)}
     if intent.add_tags or intent.remove_tags:
         calls = _tag_updates(intent, _full(tasks, script, lines))
     elif KEEP in intent.changes or SHIFT in intent.changes:
@@ -88,7 +85,7 @@ def run_act(intent: ActIntent, script: Script, env: Env) -> Outcome:
         calls = [Call(TOOLS[intent.action], {"task_id": t["id"], **changes}) for t in tasks]
     results = script.batch(calls)
     lines += [confirm(result, env.clock) for result in results]
-    return Outcome(lines, [_touched(result) for result in results if result.ok])
+    return Outcome(lines, [task_of(result) for result in results if result.ok])
 
 
 def run_show(intent: ShowIntent, script: Script, env: Env) -> Outcome:
@@ -117,7 +114,10 @@ def _moved(
     """A new day that keeps the task's time of day ("move it to thursday"), a new time that
     keeps its day ("make it 6pm") or a due time moved by some minutes ("an hour later").
     A reminder set at a fixed time moves with the due time."""
-    old, remind = _moment(task.get("due_at"), clock), _moment(task.get("remind_at"), clock)
+    old, remind = (
+        local_moment(task.get("due_at"), clock),
+        local_moment(task.get("remind_at"), clock),
+    )
     if shift is not None and old is None:
         raise Finish(f"{quoted(task.get('id'), task.get('title'))} has no due time to move.")
     due = old + timedelta(minutes=shift) if old and shift is not None else None
@@ -133,12 +133,6 @@ def _moved(
     return Call("update_task", moved)
 
 
-def _moment(value: object, clock: Clock) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(clock.zone)
-
-
 def run_undo(script: Script, env: Env) -> Outcome:
     writes = last_writes(env.conversation)
     if not writes:
@@ -146,18 +140,18 @@ def run_undo(script: Script, env: Env) -> Outcome:
     calls, lines = [], []
     done_now = {t.get("id") for outcome in env.earlier_in_message for t in outcome.tasks}
     for write in writes:
-        tool = _INVERSE.get(write.name)
-        if write.task_ids()[0] in done_now:  # "I didn't finish X, undo that": done already
+        task_id, tool = write.task_ids()[0], _INVERSE.get(write.name)
+        if task_id in done_now:  # "I didn't finish X, undo that": done already
             continue
-        if tool is None:
-            edited = quoted(write.task_ids()[0], write.title())
+        if tool:
+            calls.append(Call(tool, {"task_id": task_id}))
+        else:
+            edited = quoted(task_id, write.title())
             lines.append(
                 f"I can't undo the edit to {edited} automatically; tell me what to change."
             )
-        else:
-            calls.append(Call(tool, {"task_id": write.task_ids()[0]}))
     results = script.batch(calls)
-    touched = [_touched(r) for r in results if r.ok]
+    touched = [task_of(r) for r in results if r.ok]
     return Outcome([confirm(r, env.clock) for r in results] + lines, touched)
 
 
@@ -170,12 +164,6 @@ def _ask_series(tasks: list[dict[str, Any]]) -> None:
     repeat = describe_repeat(task["recurrence"]) or "regularly"
     label = quoted(task.get("id"), task.get("title"))
     raise Finish(f"{label} repeats {repeat}. {SERIES_QUESTION}", tasks=[task])
-
-
-def _touched(result: ToolResult) -> dict[str, Any]:
-    data = dict(result.data or {})
-    data["id"] = data.get("task_id", data.get("id"))
-    return data
 
 
 def _tag_updates(intent: ActIntent, tasks: list[dict[str, Any]]) -> list[Call]:
@@ -219,9 +207,11 @@ def resolve(action: str, target: Target, script: Script, env: Env) -> list[dict[
         return [t for part in parts for t in resolve(action, parse_target(part), script, env)]
     places = positions(words)
     if places and shown:
-        return [shown[p] for p in dict.fromkeys(places) if -len(shown) <= p < len(shown)] or [
-            _no_such_place(len(shown))
-        ]
+        chosen = [shown[p] for p in dict.fromkeys(places) if -len(shown) <= p < len(shown)]
+        if not chosen:
+            size = f"{len(shown)} task{'s' if len(shown) != 1 else ''}"
+            raise Finish(f"The list I showed you has {size}. Which one?")
+        return chosen
     if places and re.match(r"(?:the\s+)?(?:number|no)\b", words, re.IGNORECASE):
         return [{"id": places[0] + 1}]  # no list shown: "number 3" is task #3
     deleted = [{"id": i, "title": t} for i, t in deleted_tasks(env.conversation).items()]
@@ -250,7 +240,9 @@ def _by_words(action: str, words: str, script: Script, env: Env) -> list[dict[st
         raise Finish(f"I couldn't search your tasks: {error_text(first)}")
     matches = exact(first.tasks(), words)
     if not matches:
-        everything = script.call("list_tasks", status=_ALL.get(status, "all"), limit=100)
+        everything = script.call(
+            "list_tasks", status="deleted" if status == "deleted" else "all", limit=100
+        )
         each = _each(everything.tasks(), words)
         close, sure = (each, True) if each else ranked(everything.tasks(), words)
         if close and not sure:
@@ -275,7 +267,7 @@ def _check_sure(action: str, words: str, task: dict[str, Any]) -> None:
     """A search hit is only a substring ("the car" is in "Buy carrots"): act on it when the
     words name it well, and delete only when every word said is in its title; else ask."""
     title = str(task.get("title", ""))
-    if not words_to_judge(words):
+    if not content_words(words):
         return  # nothing but small words ("the"): the search found it, nothing to weigh
     sure = score(words, title) >= SURE and (action != "delete" or names_every_word(words, title))
     if not sure:
@@ -295,10 +287,6 @@ def _each(tasks: list[dict[str, Any]], words: str) -> list[dict[str, Any]] | Non
             return None
         found[close[0]["id"]] = close[0]
     return list(found.values())
-
-
-def _no_such_place(size: int) -> dict[str, Any]:
-    raise Finish(f"The list I showed you has {size} task{'s' if size != 1 else ''}. Which one?")
 
 
 def _right_status(action: str, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -66,8 +66,6 @@ _VERB_ALONE = re.compile(
     r"(?:went|got|did|done|paid|sent|made|\w{2,}[a-df-z]ed)(?:\s+(?:it|that|this))?", _I
 )
 _SUFFIXES = re.compile(r"(?:\s+(?:task|todo|to-do|item|one|thing|reminder|entry))+$", _I)
-
-
 _FILLER = re.compile(
     r"^(?:(?:like|ok|okay|so|um+|uh+|well|oh|right|anyway|basically)\b[\s,]*)+", _I
 )
@@ -145,17 +143,17 @@ def _due(match: re.Match[str], clock: Clock) -> ActIntent | None:
 
 
 _SPANS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "ten": 10}
-_SPANS |= {"fifteen": 15, "twenty": 20, "thirty": 30}
+_SPANS |= {"fifteen": 15, "twenty": 20, "thirty": 30}  # and "half an" hour: 30 minutes
 
 
 def _shift(match: re.Match[str], _clock: Clock) -> ActIntent | None:
     """ "make it half an hour earlier": the due time (and reminder) moved by a span."""
-    amount, unit = match.group("amt").lower(), match.group("unit").lower()
-    count = int(amount) if amount.isdigit() else _SPANS.get(amount, 0)
-    minutes = count * {"h": 60, "d": 1440, "w": 10080}.get(unit[0], 1) if count else 30
     way = (match.group("dir") or match.group("way") or "").lower()
     if not way:
         return None
+    amount, unit = match.group("amt").lower(), match.group("unit").lower()
+    count = int(amount) if amount.isdigit() else _SPANS.get(amount, 0)
+    minutes = count * {"h": 60, "d": 1440, "w": 10080}.get(unit[0], 1) if count else 30
     sign = -1 if way in ("earlier", "sooner", "forward") else 1
     return ActIntent("update", parse_target(match.group("t")), {SHIFT: sign * minutes})
 
@@ -209,8 +207,10 @@ def _change(match: re.Match[str], clock: Clock) -> ActIntent | None:
         return ActIntent("update", target, {"title": value[1:-1].strip()[:200]})
     if priority:
         return ActIntent("update", target, {"priority": priority_of(priority.group("p"))})
-    if re.fullmatch(_DONE, value, _I) or re.fullmatch(_NOT_DONE, value, _I):
-        return ActIntent("complete" if re.fullmatch(_DONE, value, _I) else "reopen", target)
+    if re.fullmatch(_DONE, value, _I):
+        return ActIntent("complete", target)
+    if re.fullmatch(_NOT_DONE, value, _I):
+        return ActIntent("reopen", target)
     changes = repeat_or_due(value, clock)
     return ActIntent("update", target, changes) if changes else _rename(match, clock)
 
@@ -302,9 +302,8 @@ undue {S}\s+(?:has|have)\s+no\s+(?:due\s+date|deadline)(?:\s+anymore)?
 repeat (?:stop\s+(?:repeating|recurring)|do\s+not\s+repeat|no\s+longer\s+repeat)\s+{T}
 repeat {S}\s+should\s+(?:not|no\s+longer)\s+(?:repeat|recur)
 repeat (?:stop|keep)\s+{T}\s+from\s+(?:repeating|recurring)
-repeat make\s+{T}\s+(?:not\s+repeat|one-off|a\s+one-off|one\s+time)
-repeat (?:make|set)\s+{T}\s+(?:to\s+)?(?:repeat|recur)\s+(?P<r>.+)
-repeat {SET}\s+{T}\s+to\s+(?:repeat|recur)\s+(?P<r>.+)
+repeat make\s+{T}\s+(?:not\s+repeat|(?:a\s+)?one-off|one\s+time)
+repeat {SET}\s+{T}\s+(?:to\s+)?(?:repeat|recur)\s+(?P<r>.+)
 change (?:make|set)\s+{IT}\s+(?P<v>(?:every|each|daily|weekly|monthly|yearly)\b.*)
 repeat {S}\s+(?:should\s+)?(?:repeats?|recurs?)\s+(?P<r>.+)
 note (?:add|set|put|write)\s+(?:a\s+)?(?:note|description|details)\s+(?:to|on|for)\s+{T}
@@ -365,8 +364,7 @@ complete (?P<t>){DONE}
 delete (?:delete|remove|erase|trash|drop|cancel|discard|scrap|scratch|get\s+rid\s+of
     |forget\s+about|kill|nuke|bin|ditch|axe|strike)\s+{T}
 restore (?:restore|undelete|un-delete|recover|bring\s+back|get\s+back|give\s+(?:me\s+)?back
-    |resurrect)\s+{T}
-    (?:\s+back)?
+    |resurrect)\s+{T}(?:\s+back)?
 restore (?:bring|get|put)\s+{T}\s+back(?:\s+(?:on|in|to|onto)\s+(?:my|the)\s+(?:\w+\s+)?list)?
 restore (?:undo|revert)\s+(?:the\s+)?(?:deletion|delete|removal)\s+(?:of\s+)?{T}
 change (?:{SET}|edit|modify)\s+{T}\s+to\s+(?P<v>.+)
@@ -391,17 +389,10 @@ _BUILDERS: dict[str, Builder] = {
     "shift": _shift,
     "change": _change,
 }
-
-
-def _word(name: re.Match[str]) -> str:
-    return _WORDS[name.group(1)]
-
-
+_FORM_LINES = re.sub(r"\n\s+", "", _FORMS).strip().splitlines()
 _COMPILED = [
-    (re.compile(re.sub(r"\{([A-Z_]+)\}", _word, pattern), _I), _BUILDERS[kind])
-    for kind, pattern in (
-        line.split(" ", 1) for line in re.sub(r"\n\s+", "", _FORMS).strip().splitlines()
-    )
+    (re.compile(form.format_map(_WORDS), _I), _BUILDERS[kind])
+    for kind, form in (line.split(" ", 1) for line in _FORM_LINES)
 ]
 
 

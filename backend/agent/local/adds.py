@@ -48,10 +48,9 @@ _TAGS = tuple(
 )
 MAX_ADDS = 10  # new tasks in one message; more is more likely a paste than a request
 _PRIORITY_WORDS = (
-    r"(?P<p>urgent(?:ly)?|asap|as\s+soon\s+as\s+possible|critical|top[\s-]priority|"
-    r"high[\s-]priority|important|low[\s-]priority|not\s+urgent|not\s+important|"
-    r"medium[\s-]priority|normal[\s-]priority|(?:high|low|medium|normal)\s+prio|whenever"
-    r"|no\s+rush|no\s+hurry)"
+    r"(?P<p>urgent(?:ly)?|asap|as\s+soon\s+as\s+possible|critical|top[\s-]priority|important"
+    r"|(?:high|low|medium|normal)[\s-]prio(?:rity)?|not\s+(?:urgent|important)|whenever"
+    r"|no\s+(?:rush|hurry))"
 )
 _PRIORITY = re.compile(
     r"(?:\s*(?:,\s*)?(?:and\s+)?\b(?:it(?:'s|\s+is)|this\s+is|that(?:'s|\s+is)|make\s+it|mark\s+it"
@@ -63,13 +62,12 @@ _PRIORITY = re.compile(
 )
 _SPLIT = re.compile(r"\s*,\s*(?:and\s+)?|\s+(?:and|&|plus)\s+", _I)
 _LEADING = re.compile(
-    r"^(?:to|that|about|for|and|also|then|please|a\s+task\s+to|task\s+to|called|named|titled"
-    r"|a|an)\s+",
+    r"^(?:to|that|about|for|and|also|then|please|task\s+to|called|named|titled|a|an)\s+",
     _I,
 )
 _TRAILING = re.compile(
-    r"\s+(?:by|on|at|for|due|due\s+on|due\s+by|before|until|and|to|with|from|please|also|"
-    r"then|is|are|it\s+is|this\s+is|too|as\s+well)$",
+    r"\s+(?:by|on|at|for|due|before|until|and|to|with|from|please|also|then|is|are|it\s+is"
+    r"|this\s+is|too|as\s+well)$",
     _I,
 )
 
@@ -91,6 +89,12 @@ class Draft:
     fields: dict[str, Any]
 
 
+# "URGENT: need to call the bank": a priority said before the request.
+_PRIORITY_FIRST = re.compile(rf"{_PRIORITY_WORDS}(?:\s+priority)?\s*[:!,-]+\s*(?P<rest>.+)", _I)
+# "shopping list: add coffee beans": the list named first is a tag of what is added.
+_LIST_FIRST = re.compile(
+    r"(?:(?:the|our)\s+)?(?P<tag>[a-z][\w-]*)\s+list\s*[:,-]\s*(?P<rest>.+)", _I
+)
 # "remind me at 4pm to leave for the 5pm train": the reminder time comes first.
 _REMIND_AT_FIRST = re.compile(
     r"(?:remind\s+me|set\s+a\s+reminder)\s+(?P<when>.+?)\s+(?:to|about|that)\s+(?P<rest>.+)", _I
@@ -98,16 +102,6 @@ _REMIND_AT_FIRST = re.compile(
 _REMINDING = re.compile(r"(?:remind\s+me|set\s+a\s+reminder|reminder)\b", _I)
 # A reminder for a day with no time said goes off that morning.
 DAY_REMINDER_TIME = time(9, 0)
-
-
-# "shopping list: add coffee beans": the list named first is a tag of what is added.
-_LIST_FIRST = re.compile(
-    r"(?:(?:the|our)\s+)?(?P<tag>[a-z][\w-]*)\s+list\s*[:,-]\s*(?P<rest>.+)", _I
-)
-
-
-# "URGENT: need to call the bank": a priority said before the request.
-_PRIORITY_FIRST = re.compile(rf"{_PRIORITY_WORDS}(?:\s+priority)?\s*[:!,-]+\s*(?P<rest>.+)", _I)
 
 
 def parse_add(clause: str, clock: Clock) -> list[Intent] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -102,8 +103,12 @@ class Clock:
 
     @classmethod
     def from_instructions(cls, instructions: str | None) -> Clock:
-        zone = _zone_from(instructions or "")
-        now = _now_from(instructions or "") or utc_now()
+        zone, now = ZoneInfo("UTC"), utc_now()
+        with suppress(ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo(_line(instructions, TIME_ZONE_PREFIX) or "UTC")
+        with suppress(ValueError):
+            said = datetime.fromisoformat(_line(instructions, CURRENT_TIME_PREFIX) or "")
+            now = said if said.tzinfo is not None else said.replace(tzinfo=UTC)
         return cls(now=now.astimezone(zone), zone=zone)
 
     def at(self, day: date, clock: time = time(0)) -> datetime:
@@ -121,25 +126,9 @@ class Clock:
         return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
 
 
-def _zone_from(instructions: str) -> ZoneInfo:
-    match = re.search(rf"^{re.escape(TIME_ZONE_PREFIX)}(\S+)", instructions, re.MULTILINE)
-    if match:
-        try:
-            return ZoneInfo(match.group(1))
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return ZoneInfo("UTC")
-
-
-def _now_from(instructions: str) -> datetime | None:
-    match = re.search(rf"^{re.escape(CURRENT_TIME_PREFIX)}(\S+)", instructions, re.MULTILINE)
-    if not match:
-        return None
-    try:
-        parsed = datetime.fromisoformat(match.group(1))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+def _line(instructions: str | None, prefix: str) -> str | None:
+    match = re.search(rf"^{re.escape(prefix)}(\S+)", instructions or "", re.MULTILINE)
+    return match.group(1) if match else None
 
 
 # Short weekday names ("fri 3pm", "by thurs"). Those that are also words ("sat", "sun",
@@ -269,10 +258,7 @@ def parse_when(text: str, clock: Clock) -> FoundDate | None:
     `has_time` tells whether a time of day was said, so a move to "thursday" can keep
     the task's own time ("friday, same time" says so)."""
     stripped = _SAME_TIME.sub("", text.strip(" ,.!?"))
-    match = DATE_PHRASE.fullmatch(stripped)
-    if match is None:
-        return None
-    return find_due(stripped, clock)
+    return find_due(stripped, clock) if DATE_PHRASE.fullmatch(stripped) else None
 
 
 def resolve(

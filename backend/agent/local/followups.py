@@ -123,15 +123,14 @@ def followup_intents(conversation: Conversation, clock: Clock) -> list[Intent] |
         return [ActIntent("update", Target(pronoun="one"), {"description": note.group("v")})]
     if _SLIP.fullmatch(said) and wrote & {"complete_task", "delete_task", "update_task"}:
         return [UndoIntent()]
-    return _corrected(said, last, clock) or _again(conversation, clock)
+    return _corrected(said, last, wrote, clock) or _again(conversation, clock)
 
 
-def _corrected(said: str, last: Turn, clock: Clock) -> list[Intent] | None:
+def _corrected(said: str, last: Turn, wrote: set[str], clock: Clock) -> list[Intent] | None:
     """Just after adding or changing a task, a new day or time alone changes it again ("at
     3:30pm", "actually sunday evening"); just after ticking one off or deleting it, "I meant
     bread not milk" undoes that and does it to the other task."""
     match = _CORRECTION.fullmatch(said)
-    wrote = {r.name for r in last.results if r.ok}
     if not match or not wrote:
         return None
     meant = match.group("a").strip(" ,.!")

@@ -104,11 +104,10 @@ def parse_output(name: str, arguments: dict[str, Any], output: object) -> ToolRe
     return ToolResult(name, arguments, None, error)
 
 
-_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
-
-
 def _is_text_part(value: Mapping[str, Any]) -> bool:
-    return value.get("type") in _TEXT_PARTS and isinstance(value.get("text"), str)
+    return value.get("type") in ("text", "input_text", "output_text") and isinstance(
+        value.get("text"), str
+    )
 
 
 def _json_value(text: str) -> object:
@@ -167,7 +166,7 @@ def read_conversation(items: str | Sequence[object]) -> Conversation:
     return Conversation(user or "", results, turns)
 
 
-def _task_of(result: ToolResult) -> dict[str, Any]:
+def task_of(result: ToolResult) -> dict[str, Any]:
     data = dict(result.data or {})
     data.setdefault("id", data.get("task_id"))
     return data
@@ -176,14 +175,12 @@ def _task_of(result: ToolResult) -> dict[str, Any]:
 def recent_tasks(conversation: Conversation) -> list[dict[str, Any]]:
     """The tasks the latest exchange that mentioned any was about ("it", "them")."""
     for turn in reversed(conversation.earlier):
-        writes = [_task_of(r) for r in turn.results if r.ok and r.name in WRITE_TOOLS]
-        reads = [t for r in turn.results if r.ok for t in (r.tasks() or [_task_of(r)])]
-        said = {int(n) for n in re.findall(r"#(\d+)", turn.reply)}  # reads shown, not searched
-        shown = [t for t in reads if t.get("id") in said]
+        writes = [task_of(r) for r in turn.results if r.ok and r.name in WRITE_TOOLS]
+        reads = [t for r in turn.results if r.ok for t in (r.tasks() or [task_of(r)])]
+        said = [int(n) for n in re.findall(r"#(\d+)", turn.reply)]
+        shown = [t for t in reads if t.get("id") in said]  # the reads shown, not all searched
         tasks = writes or [t for t in shown or reads if isinstance(t.get("id"), int)]
-        if not tasks:
-            ids = dict.fromkeys(int(n) for n in re.findall(r"#(\d+)", turn.reply))
-            tasks = [{"id": task_id} for task_id in ids]
+        tasks = tasks or [{"id": task_id} for task_id in said]
         if tasks:
             return list({t["id"]: t for t in tasks if isinstance(t.get("id"), int)}.values())
     return []

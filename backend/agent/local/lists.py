@@ -166,7 +166,10 @@ def parse_list(clause: str, clock: Clock, *, strong: bool) -> ListIntent | ShowI
     _priority(query)
     _status(query)
     _sort(query)
-    _find_words(query)
+    found = None if "search" in query.arguments else _FIND.match(query.text.strip())
+    if found:  # what is left after "find"/"search for" once the filters are taken out
+        query.text = ""
+        _set_search(query, found.group("q"))
     _tag_word(query)
     if strong and not (query.arguments or _LISTY.search(clause)):
         return None  # "what is the capital of France?" is not about the list
@@ -209,11 +212,10 @@ def run_list(intent: ListIntent, script: Script, env: Env) -> Outcome:
         return Outcome([f"The last task you added:\n{task_line(tasks[0], env.clock)}"], tasks)
     if asked.keep == "undated":
         tasks = [t for t in tasks if not t.get("due_at")]
-        total = len(tasks)
-    if asked.keep in ("added_today", "done_today"):
+    elif asked.keep in ("added_today", "done_today"):
         field = "created_at" if asked.keep == "added_today" else "completed_at"
         tasks = [t for t in tasks if _on_today(t.get(field), env.clock)]
-        total = len(tasks)
+    total = len(tasks) if asked.keep else total  # the kept ones, not the wider list's total
     data = None if failed else {"tasks": tasks, "total": total}
     result = ToolResult("list_tasks", arguments, data, failed.error if failed else None)
     return Outcome([listing(intent, result, env.clock)], tasks)
@@ -250,26 +252,14 @@ def _explicit_search(query: _Query, clause: str) -> None:
     _set_search(query, words or "")
 
 
-def _find_words(query: _Query) -> None:
-    """What is left after "find"/"search for" once the filters are taken out."""
-    found = None if "search" in query.arguments else _FIND.match(query.text.strip())
-    if found:
-        query.text = ""
-        _set_search(query, found.group("q"))
-
-
 def _set_search(query: _Query, words: str) -> None:
-    words = _strip_filler(words)
+    lead = r"^(?:(?:me|my|all|the|a|an|any|tasks?|todos?|items?|for|with|that|which)\s+)+"
+    tail = r"\s+(?:tasks?|todos?|items?|in\s+(?:the\s+)?titles?|on\s+my\s+list)$"
+    words = re.sub(lead, "", words.strip(" \"'?.!,"), flags=_I)
+    words = re.sub(tail, "", words, flags=_I).strip(" \"'?.!,")
     if words:
         query.arguments["search"] = words
         query.qualifiers.append(f"matching '{words}'")
-
-
-def _strip_filler(text: str) -> str:
-    lead = r"^(?:(?:me|my|all|the|a|an|any|tasks?|todos?|items?|for|with|that|which)\s+)+"
-    tail = r"\s+(?:tasks?|todos?|items?|in\s+(?:the\s+)?titles?|on\s+my\s+list)$"
-    text = re.sub(lead, "", text.strip(" \"'?.!,"), flags=_I)
-    return re.sub(tail, "", text, flags=_I).strip(" \"'?.!,")
 
 
 def _tags(query: _Query) -> None:

@@ -72,8 +72,7 @@ def positions(text: str) -> tuple[int, ...]:
     "the first two"): 0-based, -1 for the last; () when `text` is not that."""
     edge = _EDGE.fullmatch(text.strip())
     if edge:
-        said = edge.group("k").lower()
-        k = int(said) if said.isdigit() else _NUMBERS.index(said) + 1
+        k = _count(edge.group("k").lower())
         first = edge.group("edge").lower() in ("first", "top")
         return tuple(range(k)) if first else tuple(range(-k, 0))
     parts = re.split(r"\s*(?:,|\band\b)\s*", text.strip().lower())
@@ -85,15 +84,18 @@ def positions(text: str) -> tuple[int, ...]:
 
 def _place(match: re.Match[str]) -> int:
     said = match.group("o") or ""
-    number = match.group("n") or ""
-    if number:
-        return int(number) - 1 if number.isdigit() else _NUMBERS.index(number)
+    if match.group("n"):
+        return _count(match.group("n")) - 1
     if said == "last":
         return -1
     return _ORDINALS.index(said) if said in _ORDINALS else int(said[:-2]) - 1
 
 
-def _words(text: str) -> list[str]:
+def _count(said: str) -> int:
+    return int(said) if said.isdigit() else _NUMBERS.index(said) + 1
+
+
+def content_words(text: str) -> list[str]:
     return [_SAME.get(w, w) for w in re.findall(r"[\w']+", text.lower()) if w not in _STOP]
 
 
@@ -101,7 +103,7 @@ def score(words: str, title: str) -> float:
     """How well `words` name a task titled `title`: a first word that matches nothing
     ("bought" for "Buy milk") costs a little, and words beyond the title ("got back from the
     gym" for "Go to the gym") cost a little when the whole title is there."""
-    wanted, have = _words(words), _words(title)
+    wanted, have = content_words(words), content_words(title)
     if not wanted or not have:
         return 0.0
     each = [max(_similar(w, t) for t in have) for w in wanted]
@@ -111,15 +113,13 @@ def score(words: str, title: str) -> float:
     return max(whole, rest, covered - 10)
 
 
-def words_to_judge(text: str) -> list[str]:
-    return _words(text)
-
-
 def names_every_word(words: str, title: str) -> bool:
     """Every word said is in the title (spelling slips and word forms allowed): what a
     delete needs before it acts without asking ("the cat food task" is not "Buy dog food")."""
-    have = _words(title)
-    return bool(have) and all(max(_similar(w, t) for t in have) >= SURE for w in _words(words))
+    have = content_words(title)
+    return bool(have) and all(
+        max(_similar(w, t) for t in have) >= SURE for w in content_words(words)
+    )
 
 
 def _similar(word: str, other: str) -> float:

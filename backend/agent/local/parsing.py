@@ -129,12 +129,6 @@ _CHATTY = re.compile(
     _I,
 )
 _ONLY_IDS = re.compile(r"(?:task|item|number)?\s*#?\s*\d{1,9}", _I)
-_COMMAND = re.compile(
-    r"(?:rename|retitle|change|update|edit|modify|move|reschedule|postpone|push|set|make|mark"
-    r"|complete|finish|delete|remove|cancel|restore|undelete|reopen|tag|untag|show|list|find"
-    r"|search)\b",
-    _I,
-)
 _QUESTION_START = re.compile(
     r"(?:what|which|who|when|where|why|how|is|are|can|could|do|does|did|should|will|would)\b", _I
 )
@@ -357,27 +351,16 @@ def _asks_nothing(intents: list[Intent]) -> bool:
     return all(isinstance(i, ReplyIntent) and i.kind != "refuse_bulk" for i in intents)
 
 
+_SAID = {"statement", "unknown", "suggest_add"}
+
+
 def _said_only(intents: list[Intent]) -> bool:
     """A statement or something not understood: words another part may point back at."""
-    return (
-        len(intents) == 1
-        and isinstance(intents[0], ReplyIntent)
-        and intents[0].kind
-        in (
-            "statement",
-            "unknown",
-            "suggest_add",
-        )
-    )
+    return len(intents) == 1 and isinstance(intents[0], ReplyIntent) and intents[0].kind in _SAID
 
 
 def _same_request(first: ActIntent, second: ActIntent) -> bool:
-    return (first.action, first.changes, first.add_tags, first.remove_tags) == (
-        second.action,
-        second.changes,
-        second.add_tags,
-        second.remove_tags,
-    )
+    return replace(first, target=second.target) == second
 
 
 # "you know that gym class thing I put in?": the words before "thing"/"task" name it.
@@ -447,9 +430,6 @@ def _bind(pieces: list[Piece], clock: Clock) -> list[Piece]:
                 if adds:
                     bound[-1] = (said, adds)
                     continue
-        if intent is not None and isinstance(intent, AddIntent):
-            if _PRONOUN_TITLE.fullmatch(intent.title):  # "add that" with nothing before it
-                intents = [ReplyIntent("statement", text)]
         bound.append((text, intents))
     return bound
 
@@ -650,7 +630,7 @@ def _not_understood(clause: str, original: str, *, question: bool) -> Intent:
         r"(?:add|create|new)(?:\s+(?:a|an|new))*(?:\s+(?:task|todo|item))?", clause, _I
     ):
         return ReplyIntent("empty_add")
-    if _COMMAND.match(clause):
+    if _COMMAND_VERB.match(clause):
         return ReplyIntent("unclear_change", clause)
     words = clause.split()
     target = parse_target(clause)

@@ -23,14 +23,7 @@ from backend.agent.local.intents import (
     SnoozeIntent,
     Target,
 )
-from backend.agent.local.replies import (
-    error_text,
-    next_due,
-    not_found,
-    quoted,
-    remind_time,
-    when,
-)
+from backend.agent.local.replies import error_text, next_due, not_found, quoted, remind_time, when
 from backend.agent.local.steps import Call, Env, Finish, Outcome, Script
 
 _I = re.IGNORECASE
@@ -219,11 +212,8 @@ def _missed(result: ToolResult, clock: Clock) -> Outcome:
 
 def run_snooze(intent: SnoozeIntent, script: Script, env: Env) -> Outcome:
     task = _snoozed_task(intent, script, env)
-    if intent.until is not None:
-        remind_at = intent.until
-    else:
-        minutes = intent.minutes or DEFAULT_SNOOZE_MINUTES
-        remind_at = (env.clock.now + timedelta(minutes=minutes)).isoformat(timespec="seconds")
+    later = env.clock.now + timedelta(minutes=intent.minutes or DEFAULT_SNOOZE_MINUTES)
+    remind_at = intent.until or later.isoformat(timespec="seconds")
     result = script.call("snooze_reminder", task_id=task["id"], until=remind_at)
     if not result.ok or result.data is None:
         return Outcome([not_found(result) or f"I couldn't snooze it: {error_text(result)}"])
@@ -237,12 +227,11 @@ def run_snooze(intent: SnoozeIntent, script: Script, env: Env) -> Outcome:
 
 def _snoozed_task(intent: SnoozeIntent, script: Script, env: Env) -> dict[str, Any]:
     target = intent.target
-    if target is not None and (target.ids or target.words):
-        tasks = resolve("snooze", target, script, env)
-        return tasks[0]
-    title = latest_reminder(env.conversation)
-    if title:
-        return resolve("snooze", Target(words=title), script, env)[0]
+    if target is None or not (target.ids or target.words):
+        title = latest_reminder(env.conversation)
+        target = Target(words=title) if title else None
+    if target is not None:
+        return resolve("snooze", target, script, env)[0]
     result = script.call("list_notifications", limit=1)
     rows = (result.data or {}).get("notifications") if result.ok else None
     latest = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None

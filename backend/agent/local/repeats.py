@@ -100,8 +100,7 @@ def describe_repeat(rule: str | None) -> str | None:
     if days:
         names = [n.capitalize() for n in WEEKDAYS if n[:2].upper() in days.split(",")]
         return "every " + " and ".join(names)
-    unit = {"DAILY": "day", "WEEKLY": "week", "MONTHLY": "month", "YEARLY": "year"}
-    word = unit.get(parts.get("FREQ", ""), "")
+    word = next((unit for unit, freq in _FREQ.items() if freq == parts.get("FREQ")), "")
     interval = parts.get("INTERVAL", "1")
     if word and interval != "1":
         return f"every {interval} {word}s"

@@ -27,16 +27,19 @@ HELP = """I'm the built-in offline assistant. I can manage your tasks:
 - history: "when did I finish the report?", "what happened to task 3?"
 For open conversation, set OPENAI_API_KEY to use an OpenAI model."""
 
-UNKNOWN = (
-    "I'm the built-in offline assistant, so I only understand task requests, and I didn't "
-    'recognise one in "{text}". Try "add call mom tomorrow at 5pm", "what\'s pending?" or '
-    '"mark task 3 done" (say "help" for more). For open conversation, set OPENAI_API_KEY.'
-)
-
-STATEMENT = (
-    "I didn't change anything: \"{text}\" sounds like something you're telling me, not a new "
-    'task. To tick one off, say "done" and its name; to add one, start with "add".'
-)
+# Replies that quote what the user said ({text}).
+_QUOTING: dict[ReplyKind, str] = {
+    "unknown": (
+        "I'm the built-in offline assistant, so I only understand task requests, and I didn't "
+        'recognise one in "{text}". Try "add call mom tomorrow at 5pm", "what\'s pending?" or '
+        '"mark task 3 done" (say "help" for more). For open conversation, set OPENAI_API_KEY.'
+    ),
+    "statement": (
+        "I didn't change anything: \"{text}\" sounds like something you're telling me, not a new "
+        'task. To tick one off, say "done" and its name; to add one, start with "add".'
+    ),
+    "suggest_add": f'{ADD_SUGGESTION} "{{text}}" as a task? Say "yes" or "add {{text}}".',
+}
 
 CANNED: dict[ReplyKind, str] = {
     "greeting": (
@@ -63,53 +66,41 @@ CANNED: dict[ReplyKind, str] = {
 
 
 def canned(kind: ReplyKind, text: str = "") -> str:
-    if kind == "unknown":
-        return UNKNOWN.format(text=_short(text))
-    if kind == "statement":
-        return STATEMENT.format(text=_short(text))
-    if kind == "suggest_add":
-        return f'{ADD_SUGGESTION} "{_short(text)}" as a task? Say "yes" or "add {_short(text)}".'
-    return CANNED[kind]
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    if kind not in _QUOTING:
+        return CANNED[kind]
+    short = text if len(text) <= 80 else text[:79] + "\u2026"
+    return _QUOTING[kind].format(text=short)
 
 
 def when(value: object, clock: Clock) -> str | None:
     """A due time in the user's zone ("Tue Dec 1, 5:00 PM"); end-of-day ones as a date."""
-    moment = _as_datetime(value)
-    if moment is None:
+    local = local_moment(value, clock)
+    if local is None:
         return None
-    local = moment.astimezone(clock.zone)
-    day = f"{local:%a %b} {local.day}"
-    if local.year != clock.now.year:
-        day += f" {local.year}"
     if local.time().replace(second=0, microsecond=0) == END_OF_DAY:
-        return day
-    hour = local.hour % 12 or 12
-    return f"{day}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
+        return _day(local, clock)
+    return f"{_day(local, clock)}, {_time(local)}"
 
 
 def remind_time(value: object, clock: Clock) -> str | None:
     """A reminder time in the user's zone: "at 5:00 PM tomorrow", "at 9:00 AM on Mon Dec 7"."""
-    moment = _as_datetime(value)
-    if moment is None:
+    local = local_moment(value, clock)
+    if local is None:
         return None
-    local = moment.astimezone(clock.zone)
-    hour = local.hour % 12 or 12
-    at = f"at {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
     days = (local.date() - clock.today).days
-    if days == 0:
-        return f"{at} today"
-    if days == 1:
-        return f"{at} tomorrow"
-    if 1 < days < 7:
-        return f"{at} on {local:%A}"
-    day = f"{local:%a %b} {local.day}"
-    if local.year != clock.now.year:
-        day += f" {local.year}"
-    return f"{at} on {day}"
+    day = {0: "today", 1: "tomorrow"}.get(days) or (
+        f"on {local:%A}" if 1 < days < 7 else f"on {_day(local, clock)}"
+    )
+    return f"at {_time(local)} {day}"
+
+
+def _day(local: datetime, clock: Clock) -> str:
+    year = f" {local.year}" if local.year != clock.now.year else ""
+    return f"{local:%a %b} {local.day}{year}"
+
+
+def _time(local: datetime) -> str:
+    return f"{local.hour % 12 or 12}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
 
 
 def next_due(data: dict[str, Any], clock: Clock) -> str:
@@ -143,11 +134,13 @@ def _as_datetime(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
+def local_moment(value: object, clock: Clock) -> datetime | None:
+    moment = _as_datetime(value)
+    return moment.astimezone(clock.zone) if moment else None
+
+
 def now_text(clock: Clock) -> str:
-    local = clock.now
-    hour = local.hour % 12 or 12
-    moment = f"{local:%A, %B} {local.day}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
-    return f"It's {moment} ({clock.zone.key})."
+    return f"It's {clock.now:%A, %B} {clock.now.day}, {_time(clock.now)} ({clock.zone.key})."
 
 
 def quoted(task_id: object, title: object) -> str:
@@ -230,7 +223,7 @@ def listing(intent: ListIntent, result: ToolResult, clock: Clock) -> str:
     tasks = result.tasks()
     total = result.data.get("total", len(tasks))
     total = total if isinstance(total, int) else len(tasks)
-    noun = _noun(intent, total)
+    noun = " ".join([*intent.adjectives, "task" if total == 1 else "tasks", *intent.qualifiers])
     if total == 0:
         return f"You have no {noun}."
     if intent.count_only:
@@ -241,11 +234,6 @@ def listing(intent: ListIntent, result: ToolResult, clock: Clock) -> str:
     if total > min(len(tasks), MAX_LISTED):
         lines.append(f"(showing {min(len(tasks), MAX_LISTED)} of {total})")
     return "\n".join(lines)
-
-
-def _noun(intent: ListIntent, total: int) -> str:
-    words = [*intent.adjectives, "task" if total == 1 else "tasks", *intent.qualifiers]
-    return " ".join(words)
 
 
 def which_one(tasks: list[dict[str, Any]], clock: Clock, lead: str) -> str:

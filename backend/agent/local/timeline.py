@@ -76,14 +76,10 @@ def run_history(intent: HistoryIntent, script: Script, env: Env) -> Outcome:
     return Outcome(lines, told)
 
 
-def _entries(data: dict[str, Any]) -> list[dict[str, Any]]:
-    entries = data.get("entries")
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
 def _answer(action: str | None, data: dict[str, Any], clock: Clock) -> str:
     label = quoted(data.get("task_id"), data.get("title"))
-    entries = _entries(data)
+    listed = data.get("entries")
+    entries = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     if action is None:
         return _story(label, entries, clock)
     matching = [e for e in entries if _is(e, action)]
@@ -91,9 +87,11 @@ def _answer(action: str | None, data: dict[str, Any], clock: Clock) -> str:
         return f"I have no record of {_ACTIONS[action][2]} {label}."
     last = matching[-1]
     answer = f"You {_ACTIONS[action][1]} {label} on {moment(last.get('at'), clock)}"
-    undone = _undone_since(action, entries, last)
-    if undone is not None:
-        answer += f"; it was {_ACTIONS[undone[0]][1]} on {moment(undone[1].get('at'), clock)}"
+    # A later change that undid it: reopened after completing, restored after deleting.
+    opposite = {"completed": "reopened", "deleted": "restored"}.get(action)
+    undone = [e for e in entries[entries.index(last) + 1 :] if opposite and _is(e, opposite)]
+    if opposite and undone:
+        answer += f"; it was {_ACTIONS[opposite][1]} on {moment(undone[-1].get('at'), clock)}"
     return answer + "."
 
 
@@ -101,23 +99,12 @@ def _is(entry: dict[str, Any], action: str) -> bool:
     """Whether the entry did `action`; an edit that also ticked the task counts as completing."""
     if entry.get("action") == action:
         return True
-    changes = entry.get("changes") if isinstance(entry.get("changes"), dict) else {}
-    completed = (changes or {}).get("completed")
+    changes = entry.get("changes")
+    completed = changes.get("completed") if isinstance(changes, dict) else None
     ticking = entry.get("action") == "updated" and action in ("completed", "reopened")
     return (
         ticking and isinstance(completed, dict) and completed.get("to") is (action == "completed")
     )
-
-
-def _undone_since(
-    action: str, entries: list[dict[str, Any]], last: dict[str, Any]
-) -> tuple[str, dict[str, Any]] | None:
-    """A later change that undid it: reopened after completing, restored after deleting."""
-    opposite = {"completed": "reopened", "deleted": "restored"}.get(action)
-    if opposite is None:
-        return None
-    later = [e for e in entries[entries.index(last) + 1 :] if _is(e, opposite)]
-    return (opposite, later[-1]) if later else None
 
 
 def _story(label: str, entries: list[dict[str, Any]], clock: Clock) -> str:
@@ -138,7 +125,7 @@ def _describe(entry: dict[str, Any]) -> str:
     changes = entry.get("changes") if isinstance(entry.get("changes"), dict) else {}
     parts = []
     for field, change in (changes or {}).items():
-        if field in ("completed_at",) or not isinstance(change, dict):
+        if field == "completed_at" or not isinstance(change, dict):
             continue
         if field == "title":
             parts.append(f"renamed from '{change.get('from')}' to '{change.get('to')}'")
