@@ -139,3 +139,74 @@ def test_a_vague_correction_undoes_nothing() -> None:
     tasks.say("delete call mom")
     tasks.say("I meant the other one")
     assert tasks.writes() == []
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Have a good one!",
+        "have fun",
+        "I have to go now, bye",
+        "I want to thank you for your help",
+        "I must admit, this is handy",
+        "I'll add it later",
+        "could I add milk later?",
+        "I was going to add milk but I changed my mind",
+        "Remember when I added milk?",
+        "log off",
+        "stick around",
+    ],
+)
+def test_talk_about_tasks_and_sign_offs_never_add(said: str) -> None:
+    assert not [i for i in parse_message(said, CLOCK) if isinstance(i, AddIntent)]
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "add buy bread, is that ok?",
+        "add buy bread, don't forget",
+        "add learn guitar, no deadline",
+        "add learn guitar. no reminder needed.",
+    ],
+)
+def test_an_aside_after_a_new_task_is_no_second_task(said: str) -> None:
+    adds = [i for i in parse_message(said, CLOCK) if isinstance(i, AddIntent)]
+    assert len(adds) == 1
+
+
+@pytest.mark.parametrize(
+    ("titles", "said"),
+    [
+        (("Read book",), "delete bread"),
+        (("Plan trip",), "delete the planet"),
+        (("Pay rent",), "delete parent"),
+        (("Fix car",), "delete the cart"),
+        (("Call Ann",), "delete Anna"),
+    ],
+)
+def test_a_word_inside_another_is_not_the_same_word_for_a_delete(
+    titles: tuple[str, ...], said: str
+) -> None:
+    tasks = Tasks(*titles)
+    tasks.say(said)
+    assert tasks.writes() == []
+
+
+def test_deleting_more_than_three_tasks_by_number_is_refused() -> None:
+    tasks = Tasks("A task", "B task", "C task", "D task")
+    tasks.say("delete 1 and 2 and 3 and 4")
+    assert tasks.writes() == []
+
+
+def test_a_long_list_of_numbers_parses_at_once() -> None:
+    said = "delete " + " and ".join(str(n) for n in range(1, 40)) + " and the milk"
+    assert parse_message(said, CLOCK)  # the separators have one reading each: no backtracking
+
+
+@pytest.mark.parametrize("answer", ["idk, you pick", "sorry wrong button", "good question"])
+def test_more_non_answers_add_nothing(answer: str) -> None:
+    tasks = Tasks()
+    tasks.say("add a task")
+    tasks.say(answer)
+    assert tasks.writes() == []

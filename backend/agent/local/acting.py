@@ -195,6 +195,8 @@ def resolve(action: str, target: Target, script: Script, env: Env) -> list[dict[
         if not on_list & set(target.ids) and max(target.ids) <= len(shown):
             return [shown[n - 1] for n in dict.fromkeys(target.ids) if n > 0]
     if target.ids:
+        if action == "delete" and len(set(target.ids)) > MAX_DELETES_BY_REFERENCE:
+            raise Finish(canned("refuse_bulk"))
         return [{"id": task_id} for task_id in dict.fromkeys(target.ids)]
     if target.pronoun is not None:
         return _referenced(action, target, env)

@@ -48,9 +48,10 @@ _PRONOUN_MANY = re.compile(
 )
 _ID = (
     r"(?:(?:the\s+)?(?:tasks?|items?|todos?|to-dos?|numbers?|no\.?|ids?)\s*(?:number\s*|no\.?\s*)?"
-    r"#?\s*|#\s*)?(\d{1,9})"
+    r"(?:#\s*)?|#\s*)?(\d{1,9})"
 )
-_IDS = re.compile(rf"{_ID}(?:\s*(?:,|and|&|,\s*and)\s*#?\s*(\d{{1,9}}))*", _I)
+# One way to read each separator: "1, 2 and 3" must not be tried in exponentially many ways.
+_IDS = re.compile(rf"{_ID}(?:\s*(?:,\s*and|,|and|&)\s*(?:#\s*)?(\d{{1,9}}))*", _I)
 _TARGET_NOISE = re.compile(
     r"\s+(?:from|off|on|in)\s+(?:my|the|that|this)\s+(?:\w+\s+)?(?:list|tasks|todos?|to-dos?)$"
     r"|\s+(?:as\s+well|too|also|for\s+now|for\s+good|permanently|any\s*more|any\s+longer"

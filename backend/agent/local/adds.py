@@ -173,6 +173,7 @@ def build_adds(draft: Draft, clock: Clock, *, split: bool) -> list[Intent]:
         if len(_PRIORITY.findall(draft.text)) == 1:  # several: each for its own item
             _priority_from(draft)
         pieces = _split_items(draft.text) if split else [draft.text]
+        pieces = [p for p in pieces if not _ASIDE.match(p)] or pieces[:1]
         drafts = [Draft(piece, dict(draft.fields)) for piece in pieces]
         for item in drafts:
             _extract(item, clock)
@@ -233,6 +234,12 @@ def join_details(
         more = [replace(i, fields=draft.fields | i.fields) if i in adds else i for i in before]
         joined[-1] = (said, more)
     return joined
+
+
+# After a comma, an aside is no item: "add buy bread, is that ok?", "…, no deadline".
+_ASIDE = re.compile(
+    r"\s*(?:no|not|nope|do|does|is|are|was|would|can|could|it|that|keep|if|at\s+all)\b", _I
+)
 
 
 def _split_items(text: str) -> list[str]:

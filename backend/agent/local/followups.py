@@ -35,7 +35,9 @@ _YES = re.compile(
 _NO = re.compile(
     r"(?:(?:no|nope|nah|n|no\s+thanks|do\s+not|never\s*mind|cancel|forget\s+(?:it|that|about\s+it)"
     r"|skip\s+it|not\s+now|leave\s+it|nvm|idk|dunno|huh|whatever|stop|hold\s+on|wait|hmm+"
-    r"|um+|no\s+idea|not\s+sure|i\s+do\s+not\s+know)[\s,.!?]*)+",
+    r"|um+|no\s+idea|not\s+sure|i\s+do\s+not\s+know|neither|none|eh|good\s+question"
+    r"|(?:sorry\s+)?wrong\s+button|sorry|you\s+pick|whatever\s+you\s+think|the\s+other\s+one"
+    r"|the\s+one\b.*)[\s,.!?]*)+",
     _I,
 )
 _NUMBER = re.compile(

@@ -117,9 +117,21 @@ def names_every_word(words: str, title: str) -> bool:
     """Every word said is in the title (spelling slips and word forms allowed): what a
     delete needs before it acts without asking ("the cat food task" is not "Buy dog food")."""
     have = content_words(title)
-    return bool(have) and all(
-        max(_similar(w, t) for t in have) >= SURE for w in content_words(words)
-    )
+    return bool(have) and all(any(_same_word(w, t) for t in have) for w in content_words(words))
+
+
+def _same_word(word: str, other: str) -> bool:
+    """The same word, another form of it ("paying"/"pay", "writing"/"write") or one slip in
+    a long word ("shoping"); never a word inside another ("bread"/"read", "cart"/"car")."""
+    word, other = _SAME.get(word, word), _SAME.get(other, other)
+    short, long = sorted((word, other), key=len)
+    endings = ("", "s", "'s", "es", "ed", "d", "ing")
+    if long.startswith(short) and long[len(short) :] in endings:
+        return True
+    if short.endswith("e") and long.startswith(short[:-1]) and long[len(short) - 1 :] in endings:
+        return True
+    slip = len(short) >= 5 and OSA.distance(word, other) == 1
+    return slip and word[0] == other[0] and word[-1] == other[-1]
 
 
 def _similar(word: str, other: str) -> float:

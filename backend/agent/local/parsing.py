@@ -52,7 +52,7 @@ _LEADING = re.compile(
     r"|would\s+you\s+mind|i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to"
     r"|go\s+ahead\s+and|help\s+me(?=\s+(?:remember|add|find|delete|mark|complete))|oh|ok|okay"
     r"|so|hey|hi|hello|um+|uh+|well|actually|also|and|now|then|alright|right|wait|sorry"
-    r"|no(?!\s+(?:need|longer|more)\b)|nope|oops|hmm+|yo|just|btw|assistant|quickly|anyway"
+    r"|no(?!\s+(?:need|longer|more|reminder|deadline|due|rush)\b)|nope|oops|hmm+|yo|just|btw|assistant|quickly|anyway"
     r"|gosh|ugh|right|i\s+guess|i\s+think|i\s+suppose|update)\b[\s,!:.-]*",
     _I,
 )
@@ -186,7 +186,7 @@ _WRAPPING_WORDS = set(
     chance we
     hi hello assistant it possible think guess going go ahead help let us actually also then
     now right well oh sorry great thanks thank cool alright yeah yes sure real quick for
-    might""".split()
+    might are able there way""".split()
 )
 _COMMAND_VERB = re.compile(
     r"\b(?:add|adding|create|remind|mark|complete|finish|delete|remove|rename|move|reschedule"
@@ -219,6 +219,11 @@ def _unwrap(text: str) -> str:
     if verb is None or verb.start() == 0:
         return text
     lead = re.findall(r"[a-z']+", text[: verb.start()].lower())
+    about_myself = (
+        "i" in lead and "you" not in lead and {"will", "might", "was", "could"} & set(lead)
+    )
+    if about_myself:  # "I'll add it later", "could I add milk later?": not a request
+        return text
     return text[verb.start() :] if all(w in _WRAPPING_WORDS for w in lead) else text
 
 
@@ -269,6 +274,9 @@ _TAKEN_BACK = re.compile(
 )
 
 
+_KEEPS_AN_ADD = re.compile(r"not\s+yet|keep\s+it", _I)  # "add renew licence, not yet"
+
+
 def parse_message(text: str, clock: Clock) -> list[Intent]:
     """Everything asked for in one message, in order.
 
@@ -279,7 +287,8 @@ def parse_message(text: str, clock: Clock) -> list[Intent]:
     chatter = small_talk(text)
     if chatter is not None:
         return [chatter]
-    if _TAKEN_BACK.search(normalise(text)):
+    taken_back = _TAKEN_BACK.search(normalise(text))
+    if taken_back and not (_KEEPS_AN_ADD.search(taken_back.group()) and _ADD_VERB.match(text)):
         return [ReplyIntent("cancelled")]
     text = refer_back(text)  # "…on the 22nd. Can you add bake cookies for that day?"
     sentences = [s for s in _SENTENCE.split(text) if s and s.strip(" ,.!?;")]
@@ -523,8 +532,11 @@ def asks_to_add(clause: str, *, question: bool) -> bool:
     """Whether a clause may create tasks: an add verb, or a wish ("I need to X") that is
     neither negated nor a question. Statements, reports, negations and questions never may.
     """
+    if _SAYING.search(clause):  # "I have to say, you're amazing", "have a good one!"
+        return False
     if _ADD_VERB.match(clause) or _LIST_FIRST.match(clause):
-        return True
+        # "remember me?", "remember when I added milk?" ask; "can you add milk?" asks for it
+        return not (question and re.match(r"remember\b(?!\s+to\b)", clause, _I))
     if question:
         return False
     wish = _WISH.match(clause)
@@ -533,6 +545,14 @@ def asks_to_add(clause: str, *, question: bool) -> bool:
             r"\s*(?:to\s+)?(?:it|that|this|them|those|these)\b", clause[wish.end() :], _I
         )
     return not _REPORT.match(clause)
+
+
+# Talk, not a to-do: sign-offs and speech acts ("have a good one", "I must admit, …").
+_SAYING = re.compile(
+    r"^(?:have|got)\b(?!\s+to\b)|^(?:(?:i|we)\s+\w+\s+(?:to\s+)?)?(?:say|admit|thank|tell\s+you"
+    r"|talk|go\s+(?:now|to\s+bed)|leave|stop\s+here)\b|\b(?:bye|good\s*night|ttyl|see\s+you)\W*$",
+    _I,
+)
 
 
 # A question about a task's state, not a request to change it: "the report is done?",
@@ -544,7 +564,10 @@ _ASKED = re.compile(
     _I,
 )
 # Words that are never a task's whole title: "add it", "log out", "I need to".
-_NOT_TITLES = set("to me out go nothing something anything what here there".split())
+_NOT_TITLES = set(
+    "to me out go nothing something anything what here there off around round up on away in"
+    " later".split()
+)
 
 
 def parse_clause(clause: str, clock: Clock, *, question: bool = False) -> list[Intent] | None:
