@@ -21,6 +21,8 @@ KEEP_ALIVE_SECONDS = int(KEEPALIVE_EXPIRY_SECONDS) + 15
 def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
+    from backend.observability import uvicorn_log_config
+
     if workers > 1:
         # Each worker process builds its own app (and pool) from the same environment.
         uvicorn.run(
@@ -31,6 +33,8 @@ def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None
             port=port,
             log_level="warning",
             access_log=False,
+            # Workers start fresh: the parent's logging setup never reaches them.
+            log_config=uvicorn_log_config(settings.log_format, settings.log_level),
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         return

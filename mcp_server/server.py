@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar, cast
@@ -31,6 +32,7 @@ from backend.errors import AppError
 from backend.events import consumers
 from backend.events.outbox import Channel
 from backend.models import Task
+from backend.observability import Metrics
 from backend.reminders import notifications
 from backend.tasks import service
 from backend.tasks.schemas import (
@@ -225,13 +227,29 @@ class TaskTools:
         database: Database,
         resolve_user: UserResolver,
         resolve_channel: Callable[[], Channel] = stdio_channel,
+        metrics: Metrics | None = None,
     ) -> None:
         self.database = database
         self.resolve_user = resolve_user
         self.resolve_channel = resolve_channel
+        self.metrics = metrics or Metrics()
 
     async def _run(self, tool: str, action: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
-        """Run `action` for the caller in one transaction, with the scope the table gives `tool`."""
+        """Run `action` for the caller in one transaction, with the scope the table gives `tool`.
+
+        Counted by outcome: ok, or error (refused scope, bad input, not found, outage, bug).
+        Arguments the SDK rejects before calling the tool are not counted here.
+        """
+        began = time.perf_counter()
+        ok = False
+        try:
+            result = await self._call(tool, action)
+            ok = True
+            return result
+        finally:
+            self.metrics.mcp_tool_call(tool, ok, time.perf_counter() - began)
+
+    async def _call(self, tool: str, action: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
         spec = TOOLS[tool]
         _require_scope(spec.scope)
         user_id = self.resolve_user()
@@ -641,9 +659,15 @@ def _quietly(build: Callable[[], MCPServer]) -> MCPServer:
         root.handlers[:] = handlers
 
 
-def build_server(settings: Settings, database: Database, resolve_user: UserResolver) -> MCPServer:
+def build_server(
+    settings: Settings,
+    database: Database,
+    resolve_user: UserResolver,
+    metrics: Metrics | None = None,
+) -> MCPServer:
     http = resolve_user is http_user
-    tools = TaskTools(database, resolve_user, http_channel if http else stdio_channel).as_tools()
+    channel = http_channel if http else stdio_channel
+    tools = TaskTools(database, resolve_user, channel, metrics).as_tools()
     return _quietly(
         lambda: MCPServer(
             "todo-assistant",
@@ -685,7 +709,10 @@ def _advertise_all_scopes(server: MCPServer, app: Starlette) -> None:
 def create_http_app(settings: Settings) -> Starlette:
     """The streamable-HTTP ASGI app: stateless, JSON responses, bearer auth, Host/Origin checks."""
     database = Database.for_server(settings)
-    server = build_server(settings, database, http_user)
+    # This app's own registry (see backend.observability): tool calls and the pool.
+    metrics = Metrics()
+    metrics.watch_pool(lambda: database.engine)
+    server = build_server(settings, database, http_user, metrics)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=settings.mcp_allowed_hosts,
@@ -696,6 +723,8 @@ def create_http_app(settings: Settings) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     server.custom_route("/healthz", methods=["GET"])(healthz)
+    if settings.metrics_enabled:
+        server.custom_route("/metrics", methods=["GET"])(metrics.endpoint)
     inner = server.streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=True,
@@ -714,6 +743,7 @@ def create_http_app(settings: Settings) -> Starlette:
                 await database.dispose()
 
     inner.router.lifespan_context = lifespan
+    inner.state.metrics = metrics
     # Appended, not added: inside the SDK's authentication middleware, so the gate reads a
     # body only once the SDK has accepted the token.
     inner.user_middleware.append(

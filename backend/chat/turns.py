@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -35,6 +35,7 @@ from backend.chat.service import TurnRecord, TurnStart
 from backend.clock import utc_now
 from backend.db import Database, DatabaseOutage, is_database_unavailable
 from backend.errors import AppError
+from backend.observability import Metrics, run_id_var
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,6 +211,7 @@ class _Outcome:
 class TurnRunner:
     database: Database
     runtime: AgentRuntime
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def begin(self, user_id: str, request: ChatRequest, channel: str = "chat") -> TurnStart:
         """The first short transaction: conversation, lease, user message, run record, history."""
@@ -275,6 +277,8 @@ class TurnRunner:
         if start.replay is not None:
             replay = start.replay
             return chat_response(replay.conversation_id, replay.response, replay.tool_calls)
+        # This task's log lines name the run (JSON logs); the request's lines are unaffected.
+        run_id_var.set(start.run_id)
         recorder = TurnRecorder(turn.publish)
         began = time.monotonic()
         lease_lost = asyncio.Event()
@@ -294,6 +298,7 @@ class TurnRunner:
         if lease_lost.is_set():  # the heartbeat stopped the agent: another turn took over
             outcome = _Outcome(failure=_superseded(), error="the lease was lost mid-turn")
         record = outcome.record(recorder, round((time.monotonic() - began) * 1000))
+        self._count(start, record)
         # Shielded and tracked: a cancel now must not stop the turn from being recorded, and
         # shutdown waits for it.
         closing = asyncio.ensure_future(self._close(user_id, start, record, outcome.failure))
@@ -304,6 +309,12 @@ class TurnRunner:
         if outcome.failure is not None:
             raise outcome.failure
         return chat_response(start.conversation_id, record.reply or "", record.tool_calls)
+
+    def _count(self, start: TurnStart, record: TurnRecord) -> None:
+        """Metrics of a turn that ended, once, by the status its run is recorded with."""
+        self.metrics.turn_ended(record.status, start.channel, record.latency_ms / 1000)
+        for call in record.tool_calls:
+            self.metrics.chat_tool_call(call.get("name"), bool(call.get("is_error")))
 
     async def _attempt(
         self, user_id: str, start: TurnStart, zone: ZoneInfo, recorder: TurnRecorder

@@ -53,6 +53,7 @@ from backend.events.log import prune_published
 from backend.events.outbox import NOTIFY_CHANNEL, add_commit_listener, remove_commit_listener
 from backend.events.publishers import Publisher, PublisherUnavailable, PublishResult
 from backend.models import OutboxEvent
+from backend.observability import Metrics
 
 logger = logging.getLogger("backend.events")
 
@@ -83,10 +84,18 @@ def backoff_seconds(failures: int, *, base: float, cap: float) -> float:
 
 
 class Relay:
-    def __init__(self, database: Database, publisher: Publisher, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        publisher: Publisher,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.database = database
         self.publisher = publisher
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._postgres = database.engine.dialect.name == "postgresql"
         self._wake = asyncio.Event()
         # Set by aclose(): the one thing that cuts an outage backoff short.
@@ -126,6 +135,7 @@ class Relay:
                     await self._mark(session, batch, result)
             if unavailable is not None:
                 raise unavailable
+            self._observe(batch, result)
             return len(batch)
         async with self.database.session_scope() as session:
             batch = await self._publishable(session, claim=False)
@@ -134,7 +144,17 @@ class Relay:
         result = await self.publisher.publish(batch)
         async with self.database.session_scope(write=True) as session:
             await self._mark(session, batch, result)
+        self._observe(batch, result)
         return len(batch)
+
+    def _observe(self, batch: Sequence[OutboxEvent], result: PublishResult) -> None:
+        """Metrics of a committed round: events published and refused, and their ages."""
+        now = utc_now()
+        ages = {_id(row): (now - row.created_at).total_seconds() for row in batch}
+        self.metrics.outbox_round(
+            [age for key, age in ages.items() if key not in result.refused],
+            [age for key, age in ages.items() if key in result.refused],
+        )
 
     async def _any_available(self) -> bool:
         """Whether a pending event is due, read without taking SQLite's write lock."""
@@ -205,6 +225,7 @@ class Relay:
             .execution_options(synchronize_session=False)
         )
         if dead:
+            self.metrics.outbox_dead.inc()
             logger.error(
                 "Task event %s (log id %s, task %s) is dead after %d refusals: %s",
                 row.event_id,
@@ -313,6 +334,9 @@ class Relay:
         if self._outage is not None:
             logger.warning("Task event relay recovered (was: %s)", self._outage)
             self._outage, self._failures = None, 0
+            self.metrics.outbox_outage.set(0)
+        if handled == 0:
+            self.metrics.outbox_oldest_age.set(0)
         # A full batch may have more behind it; otherwise the next commit wakes us.
         full = handled >= self.settings.events_batch_size
         return 0 if full else self.settings.events_poll_seconds
@@ -323,6 +347,7 @@ class Relay:
             logger.warning("Task event relay waiting: %s", what)
         self._outage = what
         self._failures += 1
+        self.metrics.outbox_outage.set(1)
         return backoff_seconds(
             self._failures, base=OUTAGE_BACKOFF_BASE_SECONDS, cap=OUTAGE_BACKOFF_MAX_SECONDS
         )

@@ -21,6 +21,8 @@ from backend.events.relay import (
     OUTAGE_BACKOFF_MAX_SECONDS,
     backoff_seconds,
 )
+from backend.models import Notification
+from backend.observability import Metrics
 from backend.reminders import notifications
 from backend.tasks import service as task_service
 
@@ -28,9 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, *, metrics: Metrics | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -46,7 +51,14 @@ class Scheduler:
             fired = await notifications.fire_due(
                 session, batch_size=self.settings.reminders_batch_size
             )
+            # The notifications just added are in the session: no query.
+            lags = []
+            for item in fired:
+                row = await session.get(Notification, item.notification_id)
+                if row is not None:
+                    lags.append((row.fired_at - row.remind_at).total_seconds())
         if fired:
+            self.metrics.reminders_batch(lags)
             self.fired += len(fired)
             late = sum(1 for item in fired if item.late)
             logger.info("Fired %d reminder(s)%s", len(fired), f", {late} late" if late else "")
