@@ -66,18 +66,15 @@ def safe_url(database_url: str) -> str:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """LOG_LEVEL and LOG_FORMAT (text, or one JSON object per line) for this process."""
+    from backend.observability import QUIET_LOGGERS, log_formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter(settings.log_format))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     if settings.log_level.upper() != "DEBUG":
-        # The SDKs are chatty at INFO; their warnings still come through.
-        for name in ("alembic", "mcp", "httpx", "httpx2", "openai.agents"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        # aiokafka logs an ERROR per reconnect attempt while a broker is down; the relay
-        # already says so once per outage, with the reason.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        for name, level in QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def migrate(settings: Settings) -> None:
@@ -183,6 +180,8 @@ def ready_database(settings: Settings) -> None:
 def _run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
+    from backend.observability import uvicorn_log_config
+
     if workers > 1:
         # Each worker process builds its own app (and pools) from the same environment.
         uvicorn.run(
@@ -193,6 +192,8 @@ def _run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None
             port=port,
             log_level="warning",
             access_log=False,
+            # Workers start fresh: the parent's logging setup never reaches them.
+            log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         )
         return
     from backend.main import create_app
@@ -227,6 +228,7 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
         config = shared_secret_config(settings)
         assert config is not None
         token = mint_user_token(config, "alice", ttl_seconds=USER_TOKEN_TTL_SECONDS)
+        operator = mint_user_token(config, "admin", ttl_seconds=USER_TOKEN_TTL_SECONDS, admin=True)
         lines += [
             "",
             "Dev auth mode. A token for user 'alice', valid for 1 hour"
@@ -242,6 +244,17 @@ def _welcome(settings: Settings, host: str, port: int) -> str:
             "       -H 'Content-Type: application/json'"
             ' -d \'{"message": "remind me to call mom tomorrow at 5pm"}\'',
             f"  {cli} chat --user alice   # the same, in the terminal",
+            "",
+            f"Console: open {base}/console and paste a token: alice's above (her own",
+            "conversations), or this operator's (every user's runs, charts, chat as anyone):",
+            f"  {operator}",
+            f"  (a fresh one: `{cli} token --user NAME --admin`)",
+        ]
+    else:
+        lines += [
+            "",
+            f"Console: open {base}/console and sign in with a Better Auth JWT (operators:"
+            " role admin, or ADMIN_USERS).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -418,6 +431,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     from backend.auth.tokens import mint_user_token, shared_secret_config
 
     if args.mcp:
+        if args.admin:
+            fail("--admin is for user tokens: MCP access tokens carry no role")
         ttl = args.ttl or settings.mcp_token_ttl_seconds
         if ttl > MCP_TOKEN_MAX_TTL_SECONDS:
             fail(f"--ttl of an MCP access token is at most {MCP_TOKEN_MAX_TTL_SECONDS} seconds")
@@ -436,7 +451,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     config = shared_secret_config(settings)
     assert config is not None  # neither JWKS nor a secret means dev mode
     ttl = args.ttl or USER_TOKEN_TTL_SECONDS
-    print(mint_user_token(config, args.user, ttl_seconds=ttl))
+    print(mint_user_token(config, args.user, ttl_seconds=ttl, admin=args.admin))
 
 
 def _mcp_audience(args: argparse.Namespace, settings: Settings) -> str:
@@ -893,6 +908,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument(
         "--mcp", action="store_true", help="mint an MCP access token (Inspector, desktop clients)"
+    )
+    token.add_argument(
+        "--admin",
+        action="store_true",
+        help="an operator's token (claim role: \"admin\"): the console shows every user's runs",
     )
     token.add_argument(
         "--mcp-url",

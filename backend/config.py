@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # json: one JSON object per line (time, level, logger, message, request_id, run_id), for
+    # log collectors; text: one readable line per record.
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics (Prometheus text format) on the API and the MCP server.
+    metrics_enabled: bool = True
 
     # User authentication (Better Auth JWKS, or a shared HS256 secret, or dev mode).
     auth_jwks_url: str | None = None
@@ -58,6 +63,11 @@ class Settings(BaseSettings):
     # How long the last good key set is used while the JWKS cannot be reached; then 503.
     jwks_stale_limit_seconds: int = Field(default=3600, ge=60)
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Operators (the console shows them every user's runs): a token whose claim holds one
+    # of these roles (Better Auth's admin plugin sets `role`), or a subject listed here.
+    auth_admin_claim: str = Field(default="role", min_length=1, max_length=100)
+    auth_admin_roles: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["admin"])
+    admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # The MCP server, and the access tokens the API mints for it (never the user's JWT).
     mcp_url: str = "http://127.0.0.1:8001/mcp"
@@ -66,6 +76,9 @@ class Settings(BaseSettings):
     mcp_resource_url: str = Field(default="", validate_default=True)
     mcp_token_issuer: str = "http://127.0.0.1:8000"
     mcp_token_secret: str | None = Field(default=None, validate_default=True)
+    # During a rotation: the secret being replaced, still accepted (never used to sign) by
+    # the MCP server until tokens signed with it have expired (docs/operations.md).
+    mcp_token_previous_secret: str | None = None
     # How `todo-assistant mcp` talks: `stdio` for clients that cannot pass a flag of ours.
     mcp_transport: Literal["http", "stdio"] = "http"
     mcp_token_ttl_seconds: int = Field(default=300, ge=10, le=600)
@@ -146,6 +159,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How often an open console run stream looks for new or changed runs (any replica's).
+    console_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +170,8 @@ class Settings(BaseSettings):
             data = {key: value for key, value in data.items() if value != ""}
             for key in (
                 "auth_algorithms",
+                "auth_admin_roles",
+                "admin_users",
                 "cors_origins",
                 "mcp_allowed_hosts",
                 "mcp_allowed_origins",
@@ -236,6 +253,17 @@ class Settings(BaseSettings):
             raise ValueError(f"MCP_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes")
         if value == info.data.get("auth_secret"):
             raise ValueError("MCP_TOKEN_SECRET must differ from AUTH_SECRET")
+        return value
+
+    @field_validator("mcp_token_previous_secret")
+    @classmethod
+    def _strong_previous_mcp_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"MCP_TOKEN_PREVIOUS_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        if value == info.data.get("auth_secret"):
+            raise ValueError("MCP_TOKEN_PREVIOUS_SECRET must differ from AUTH_SECRET")
         return value
 
     @model_validator(mode="after")

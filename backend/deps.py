@@ -10,7 +10,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.auth.tokens import UserTokenVerifier
+from backend.auth.tokens import Principal, UserTokenVerifier
 from backend.db import Database
 from backend.errors import Forbidden, Unauthorized
 
@@ -35,14 +35,21 @@ WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")
 _bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT (or a dev token).")
 
 
-async def current_user_id(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
+) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Missing bearer token", missing=True)
     verifier: UserTokenVerifier = request.app.state.token_verifier
     return await verifier.verify(credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_user_id(principal: CurrentPrincipal) -> str:
+    return principal.user_id
 
 
 CurrentUser = Annotated[str, Depends(current_user_id)]

@@ -106,6 +106,46 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+CONSOLE_PREFIX = "/console"
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_CONSOLE_HEADERS = [
+    (b"content-security-policy", CONSOLE_CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class ConsoleHeadersMiddleware:
+    """The console's page, files and API: a strict CSP, never framed, never cached data.
+
+    Only there: /docs draws Swagger UI with an inline script."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or not (path == CONSOLE_PREFIX or path.startswith("/console/")):
+            await self.app(scope, receive, send)
+            return
+        extra = list(_CONSOLE_HEADERS)
+        if path.startswith("/console/api/"):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in extra}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": kept + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413, counting bytes as they stream in."""
 

@@ -101,10 +101,10 @@ def contract_app(api_settings: Settings, mcp_server: None) -> Iterator[FastAPI]:
 # Building an app touches nothing (its lifespan does), so the document is known at import. This
 # app never starts: it only makes schemathesis call in-process; each call names the running app.
 _document_app = create_app(make_settings(Path("unused"), "sqlite+aiosqlite://"))
-# The notification stream is endless by design: no answer ever ends to be validated. Its
-# contract (status codes, Last-Event-ID, events) is tested in tests/reminders/.
+# The notification and console run streams are endless by design: no answer ever ends to be
+# validated. Their contracts are tested in tests/reminders/ and tests/console/.
 schema = schemathesis.openapi.from_dict(_document_app.openapi()).exclude(
-    path="/api/{user_id}/notifications/stream"
+    path=["/api/{user_id}/notifications/stream", "/console/api/runs/stream"]
 )
 schema.app = _document_app
 

@@ -17,6 +17,14 @@ DEV_SECRET_FILE = "dev-auth-secret"
 
 
 @dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for, and whether they may read every user's runs."""
+
+    user_id: str
+    operator: bool = False
+
+
+@dataclass(frozen=True)
 class SharedSecretConfig:
     secret: str
     issuer: str | None
@@ -39,11 +47,18 @@ def shared_secret_config(settings: Settings) -> SharedSecretConfig | None:
     return None
 
 
-def mint_user_token(config: SharedSecretConfig, user_id: str, ttl_seconds: int = 3600) -> str:
-    """A user token signed with the shared secret (for dev mode and scripts)."""
+def mint_user_token(
+    config: SharedSecretConfig, user_id: str, ttl_seconds: int = 3600, *, admin: bool = False
+) -> str:
+    """A user token signed with the shared secret (for dev mode and scripts).
+
+    `admin` adds `role: "admin"`, the claim Better Auth's admin plugin gives its admins.
+    """
     # Wall-clock time, not the domain clock: PyJWT checks exp/iat against the system clock.
     now = int(time.time())
     claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
+    if admin:
+        claims["role"] = "admin"
     if config.issuer:
         claims["iss"] = config.issuer
     if config.audience:
@@ -60,6 +75,9 @@ class UserTokenVerifier:
         self._jwks = jwks
         self._secret = secret
         self._leeway = settings.auth_leeway_seconds
+        self._admin_claim = settings.auth_admin_claim
+        self._admin_roles = frozenset(settings.auth_admin_roles)
+        self._admin_users = frozenset(settings.admin_users)
         if jwks is not None:
             self._algorithms = list(settings.auth_algorithms)
             self._issuer, self._audience = settings.auth_issuer, settings.auth_audience
@@ -69,7 +87,7 @@ class UserTokenVerifier:
         else:
             raise RuntimeError("no way to verify user tokens is configured")
 
-    async def verify(self, token: str) -> str:
+    async def verify(self, token: str) -> Principal:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("Invalid bearer token")
         try:
@@ -98,7 +116,16 @@ class UserTokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > 128:
             raise Unauthorized("Token subject is invalid")
-        return subject
+        return Principal(subject, self._is_operator(subject, claims.get(self._admin_claim)))
+
+    def _is_operator(self, subject: str, roles: Any) -> bool:
+        # Better Auth stores several roles as one comma-separated string ("user,admin").
+        if isinstance(roles, str):
+            roles = roles.split(",")
+        if not isinstance(roles, list):
+            roles = []
+        named = {role.strip() for role in roles if isinstance(role, str)}
+        return subject in self._admin_users or bool(named & self._admin_roles)
 
     async def _key(self, header: dict[str, Any]) -> Any:
         if self._jwks is None:

@@ -205,11 +205,11 @@ async def chat(
     start = await runner.begin(user_id, body)
     turn = runner.run(user_id, start, zone)
     if media == "event-stream":
-        return EventSourceResponse(_sse(turn), ping=15)
+        return EventSourceResponse(turn_events(turn), ping=15)
     return await turn.result()
 
 
-async def _sse(turn: Turn) -> AsyncIterator[dict[str, str]]:
+async def turn_events(turn: Turn) -> AsyncIterator[dict[str, str]]:
     """The turn's events as Server-Sent Events; a client that leaves does not stop the turn."""
     request_id = request_id_var.get()
     yield _event("conversation", {"conversation_id": turn.start.conversation_id})

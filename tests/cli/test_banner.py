@@ -75,3 +75,15 @@ def test_with_uv_on_the_path_the_banner_uses_it(
 
     assert "(token: uv run todo-assistant token --mcp --user NAME)" in banner
     assert "`uv run todo-assistant token --user NAME`" in banner
+
+
+def test_the_banner_says_where_the_console_is_and_gives_an_operator_token(
+    tmp_path: Path,
+) -> None:
+    banner = _banner(tmp_path)
+
+    assert "open http://127.0.0.1:8000/console" in banner
+    tokens = re.findall(r"^\s+(ey\S+)$", banner, re.MULTILINE)
+    claims = [jwt.decode(token, options={"verify_signature": False}) for token in tokens]
+    assert [(c["sub"], c.get("role")) for c in claims] == [("admin", "admin")]
+    assert "token --user NAME --admin" in banner

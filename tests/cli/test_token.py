@@ -74,3 +74,26 @@ def test_a_lifetime_the_token_cannot_have_is_refused(
     assert finished.code == 2, finished
     assert finished.out == ""
     assert complaint in finished.err
+
+
+def test_an_admin_token_carries_the_role_the_console_reads_and_others_do_not(
+    tmp_path: Path,
+) -> None:
+    env = cli_env(tmp_path)
+
+    admin = run_cli(env, tmp_path, "token", "--user", "ops", "--admin")
+    plain = run_cli(env, tmp_path, "token", "--user", "alice")
+
+    claims = [
+        jwt.decode(t.out.strip(), options={"verify_signature": False}) for t in (admin, plain)
+    ]
+    assert claims[0]["role"] == "admin"
+    assert "role" not in claims[1]
+
+
+def test_an_mcp_token_cannot_be_an_admin_token(tmp_path: Path) -> None:
+    finished = run_cli(cli_env(tmp_path), tmp_path, "token", "--mcp", "--admin", "--user", "ops")
+
+    assert finished.code != 0
+    assert finished.out == ""
+    assert "--admin is for user tokens" in finished.err
