@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -35,6 +36,8 @@ class McpTokenConfig:
     issuer: str
     audience: str
     ttl_seconds: int
+    # Accepted, never used to sign: the secret a rotation is replacing.
+    previous_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ def mcp_token_config(settings: Settings) -> McpTokenConfig:
         issuer=settings.mcp_token_issuer,
         audience=settings.mcp_resource_url,
         ttl_seconds=settings.mcp_token_ttl_seconds,
+        previous_secret=settings.mcp_token_previous_secret,
     )
 
 
@@ -95,21 +99,31 @@ def mint_mcp_token(
     return jwt.encode(claims, config.secret, algorithm="HS256")
 
 
+def _decode(config: McpTokenConfig, token: str) -> dict[str, Any]:
+    """The verified claims, signed with the secret or, during a rotation, the previous one."""
+    secrets = [config.secret] + ([config.previous_secret] if config.previous_secret else [])
+    for secret in secrets:
+        try:
+            return jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                audience=config.audience,
+                issuer=config.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub", "iss", "aud", "iat"]},
+            )
+        except jwt.InvalidSignatureError as exc:
+            failure: jwt.PyJWTError = exc  # perhaps signed with the other secret
+        except jwt.PyJWTError as exc:
+            raise InvalidMcpToken(str(exc)) from exc
+    raise InvalidMcpToken(str(failure)) from failure
+
+
 def verify_mcp_token(config: McpTokenConfig, token: str) -> McpAccess:
     if not token or len(token) > 8192:
         raise InvalidMcpToken("bad token size")
-    try:
-        claims = jwt.decode(
-            token,
-            config.secret,
-            algorithms=["HS256"],
-            audience=config.audience,
-            issuer=config.issuer,
-            leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "sub", "iss", "aud", "iat"]},
-        )
-    except jwt.PyJWTError as exc:
-        raise InvalidMcpToken(str(exc)) from exc
+    claims = _decode(config, token)
     expires_at = int(claims["exp"])
     if expires_at - time.time() > MAX_TTL_SECONDS + LEEWAY_SECONDS:
         raise InvalidMcpToken("token lives longer than the MCP server accepts")

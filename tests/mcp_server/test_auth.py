@@ -9,17 +9,27 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
+from asgi_lifespan import LifespanManager
 
-from backend.auth.mcp_tokens import READ_SCOPE, WRITE_SCOPE, McpTokenConfig
+from backend.auth.mcp_tokens import (
+    READ_SCOPE,
+    WRITE_SCOPE,
+    McpTokenConfig,
+    mcp_token_config,
+    mint_mcp_token,
+)
 from backend.config import Settings
 from backend.db import Database
+from mcp_server.server import create_http_app
 from tests.conftest import TEST_SECRET, user_token
 from tests.mcp_server.conftest import (
     ID_TOOLS,
     MCP_PATH,
+    RPC_HEADERS,
     WRITE_TOOLS,
     Connector,
     Minter,
+    asgi_client,
     id_tool_arguments,
     rpc_call,
     task_rows,
@@ -269,3 +279,47 @@ async def test_bola_matrix_another_users_ids_are_not_found_and_never_touched(
         listed = await alice.ok("list_tasks")
         assert {task["id"] for task in listed["tasks"]} == {live, done}
         assert (await alice.fail("get_task", task_id=own)).endswith(f"Task {own} not found")
+
+
+async def test_a_rotation_accepts_tokens_of_the_previous_secret_until_it_is_removed(
+    settings: Settings, database: Database
+) -> None:
+    old, new = "the-secret-being-replaced-0123456789abcdef", OTHER_SECRET
+    rotating = settings.model_copy(
+        update={"mcp_token_secret": new, "mcp_token_previous_secret": old}
+    )
+    rotated = settings.model_copy(update={"mcp_token_secret": new})
+    config = mcp_token_config(rotating)
+    statuses: dict[tuple[str, str], int] = {}
+    for name, server_settings in (("rotating", rotating), ("rotated", rotated)):
+        app = create_http_app(server_settings)
+        async with LifespanManager(app), asgi_client(app, headers=RPC_HEADERS) as rpc:
+            for signer in ("old", "new", "unknown"):
+                secret = {"old": old, "new": new, "unknown": "x" * 48}[signer]
+                response = await rpc.post(
+                    MCP_PATH,
+                    json=rpc_call("list_tasks", {}),
+                    headers={"Authorization": f"Bearer {_signed(config, secret)}"},
+                )
+                statuses[name, signer] = response.status_code
+
+    assert statuses == {
+        ("rotating", "old"): 200,
+        ("rotating", "new"): 200,
+        ("rotating", "unknown"): 401,
+        ("rotated", "old"): 401,
+        ("rotated", "new"): 200,
+        ("rotated", "unknown"): 401,
+    }
+    # The previous secret is accepted, never used to sign.
+    minted = mint_mcp_token(config, "alice")
+    assert jwt.decode(minted, new, algorithms=["HS256"], options={"verify_aud": False})
+
+
+@pytest.mark.parametrize(
+    ("previous", "complaint"),
+    [("short", "at least 32 bytes"), (TEST_SECRET, "must differ from AUTH_SECRET")],
+)
+def test_a_weak_previous_secret_is_refused(previous: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        Settings(_env_file=None, auth_secret=TEST_SECRET, mcp_token_previous_secret=previous)
