@@ -22,6 +22,9 @@ class Principal:
 
     user_id: str
     operator: bool = False
+    # Seconds the token had left when it was verified (with the leeway): a stream that
+    # outlives the request must end then.
+    valid_for: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,10 @@ class UserTokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > 128:
             raise Unauthorized("Token subject is invalid")
-        return Principal(subject, self._is_operator(subject, claims.get(self._admin_claim)))
+        # Wall-clock time, as PyJWT checked `exp` against it.
+        valid_for = float(claims["exp"]) + self._leeway - time.time()
+        operator = self._is_operator(subject, claims.get(self._admin_claim))
+        return Principal(subject, operator, valid_for)
 
     def _is_operator(self, subject: str, roles: Any) -> bool:
         # Better Auth stores several roles as one comma-separated string ("user,admin").

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -35,7 +36,7 @@ from backend.console.schemas import (
 from backend.console.service import watch_runs
 from backend.db import Database
 from backend.deps import MAX_USER_ID, USER_ID_PATTERN, CurrentPrincipal, ReadSession
-from backend.errors import Forbidden
+from backend.errors import Forbidden, InvalidInput
 from backend.reminders import notifications
 from backend.reminders.router import NotificationPage, NotificationPublic
 from backend.tasks import service as task_service
@@ -49,6 +50,11 @@ STATS_MAX_RANGE = timedelta(days=31)
 STATS_DEFAULT_RANGE = timedelta(hours=24)
 RUN_PAGE_MAX = 100
 USERS_MAX = 200
+# A client that stops reading is let go after this long, not held forever.
+SEND_TIMEOUT_SECONDS = 30
+RUNNING_IDS_MAX = 100
+# PostgreSQL text cannot hold NUL.
+NO_NUL = r"^[^\x00]+$"
 
 page_router = APIRouter(include_in_schema=False)
 router = APIRouter(prefix="/console/api", tags=["console"], responses=ERROR_RESPONSES)
@@ -89,13 +95,18 @@ def run_filter(
     principal: CurrentPrincipal,
     status: RunStatus | None = None,
     user: UserIdText | None = None,
-    model: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    model: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL)] = None,
     channel: RunChannel | None = None,
     since: Annotated[UtcDatetime | None, Query(description="Runs started at or after.")] = None,
     until: Annotated[UtcDatetime | None, Query(description="Runs started before.")] = None,
     q: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="In the message, reply or error."),
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=NO_NUL,
+            description="In the message, reply or error.",
+        ),
     ] = None,
 ) -> logs.RunFilter:
     return logs.RunFilter(
@@ -141,17 +152,45 @@ async def list_runs(
     response_class=EventSourceResponse,
     responses={200: {"description": "Events `run`: new runs and runs that finished."}},
 )
-async def stream_runs(request: Request, filters: Filters, after: RunId = 0) -> EventSourceResponse:
-    """New and changed runs as Server-Sent Events, read from the database (every replica's)."""
+async def stream_runs(
+    request: Request,
+    principal: CurrentPrincipal,
+    filters: Filters,
+    after: RunId = 0,
+    running: Annotated[
+        str | None,
+        Query(
+            max_length=RUNNING_IDS_MAX * 11,
+            pattern=r"^[0-9]{1,10}(,[0-9]{1,10})*$",
+            description="Ids the client shows as running, comma-separated: their finish is "
+            f"sent (at most {RUNNING_IDS_MAX}).",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """New runs and the finish of running ones as Server-Sent Events, read from the database
+    (every replica's). The stream ends when the token expires; reconnect with a fresh one."""
     database: Database = request.app.state.database
     poll = request.app.state.settings.console_poll_seconds
-    return EventSourceResponse(_run_events(database, filters, after, poll), ping=15)
+    deadline = None
+    if principal.valid_for is not None:
+        deadline = asyncio.get_running_loop().time() + principal.valid_for
+    shown = [int(run_id) for run_id in running.split(",")] if running else []
+    if len(shown) > RUNNING_IDS_MAX:
+        raise InvalidInput(f"running names at most {RUNNING_IDS_MAX} runs")
+    events = _run_events(database, filters, after, poll, deadline, shown)
+    return EventSourceResponse(events, ping=15, send_timeout=SEND_TIMEOUT_SECONDS)
 
 
 async def _run_events(
-    database: Database, filters: logs.RunFilter, after: int, poll_seconds: float
+    database: Database,
+    filters: logs.RunFilter,
+    after: int,
+    poll_seconds: float,
+    deadline: float | None = None,
+    running: Collection[int] = (),
 ) -> AsyncGenerator[dict[str, str], None]:
-    async for view in watch_runs(database, filters, after, poll_seconds):
+    views = watch_runs(database, filters, after, poll_seconds, deadline=deadline, running=running)
+    async for view in views:
         yield {"event": "run", "data": RunPublic.of(view).model_dump_json()}
 
 
@@ -286,4 +325,5 @@ async def playground_chat(
         logger.info("console: operator %s chats as %s", principal.user_id, user_id)
     runner: TurnRunner = request.app.state.turns
     start = await runner.begin(user_id, body)
-    return EventSourceResponse(turn_events(runner.run(user_id, start, zone)), ping=15)
+    events = turn_events(runner.run(user_id, start, zone))
+    return EventSourceResponse(events, ping=15, send_timeout=SEND_TIMEOUT_SECONDS)

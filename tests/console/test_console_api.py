@@ -360,10 +360,15 @@ async def test_stats_cover_at_most_31_days_and_an_empty_range_is_empty(
         "since=yesterday",
         "since=1700000000",
         "user=" + "u" * 129,
+        "q=a%00b",
+        "model=x%00",
+        "running=1,x",
+        "running=" + ",".join(["1"] * 101),
     ],
 )
 async def test_bad_filters_get_a_validation_error(client: httpx.AsyncClient, query: str) -> None:
-    response = await client.get(f"/console/api/runs?{query}", headers=OPERATOR)
+    path = "/runs/stream" if query.startswith("running=") else "/runs"
+    response = await client.get(f"/console/api{path}?{query}", headers=OPERATOR)
 
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
@@ -514,3 +519,106 @@ async def test_a_run_stuck_running_does_not_hold_back_newer_runs(
         await stream.aclose()
 
     assert [event["id"] for event in events] == [stuck.run_id] + [t.run_id for t in later]
+
+
+async def _finish(
+    database: Database, run_id: int, status: str = "succeeded", **fields: Any
+) -> None:
+    async with database.session_scope(write=True) as session:
+        row = await session.get(AgentRun, run_id)
+        assert row is not None
+        row.status, row.latency_ms = status, 700
+        for name, value in fields.items():
+            setattr(row, name, value)
+
+
+async def test_a_run_running_on_the_first_page_sends_its_finish(database: Database) -> None:
+    running = await seed_turn(database, "alice", "in flight", started_at=NOW, status="running")
+    # The client's first page ends with the running run, which finishes before the client
+    # opens the stream: it names the rows it shows as running.
+    await _finish(database, running.run_id)
+    stream = _run_events(
+        database, logs.RunFilter(user_id="alice"), running.run_id, 0.05, None, [running.run_id]
+    )
+    try:
+        [event] = await _first_events(stream, 1)
+    finally:
+        await stream.aclose()
+
+    assert (event["id"], event["status"]) == (running.run_id, "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("query", "finish"),
+    [
+        (logs.RunFilter(status="failed"), {"status": "failed", "error_code": "model_error"}),
+        (logs.RunFilter(text="quota"), {"error_message": "over quota"}),
+    ],
+)
+async def test_a_run_that_matches_only_once_finished_is_sent_when_it_finishes(
+    database: Database, query: logs.RunFilter, finish: dict[str, Any]
+) -> None:
+    running = await seed_turn(database, "alice", "in flight", started_at=NOW, status="running")
+    stream = _run_events(database, query, 0, 0.05)
+    try:
+        later = await seed_turn(
+            database,
+            "alice",
+            "later",
+            started_at=NOW,
+            status="failed",
+            error_code="model_error",
+            error_message="quota",
+        )
+        [first] = await _first_events(stream, 1)
+        await _finish(database, running.run_id, **finish)
+        [second] = await _first_events(stream, 1)
+    finally:
+        await stream.aclose()
+
+    assert [first["id"], second["id"]] == [later.run_id, running.run_id]
+
+
+async def test_a_run_committed_after_a_newer_one_is_still_sent(database: Database) -> None:
+    """On PostgreSQL an id is taken at INSERT and seen at COMMIT: a lower id can appear late."""
+    early = await seed_turn(database, "alice", "committed late", started_at=NOW)
+    newer = await seed_turn(database, "alice", "committed first", started_at=NOW)
+    async with database.session_scope(write=True) as session:
+        row = await session.get(AgentRun, early.run_id)
+        assert row is not None
+        kept = row.model_dump()
+        await session.delete(row)
+    stream = _run_events(database, logs.RunFilter(), 0, 0.05)
+    try:
+        [first] = await _first_events(stream, 1)
+        async with database.session_scope(write=True) as session:
+            session.add(AgentRun(**kept))
+        [second] = await _first_events(stream, 1)
+    finally:
+        await stream.aclose()
+
+    assert [first["id"], second["id"]] == [newer.run_id, early.run_id]
+
+
+async def test_the_live_stream_ends_when_the_token_does(database: Database) -> None:
+    deadline = asyncio.get_running_loop().time() + 0.3
+    stream = _run_events(database, logs.RunFilter(), 0, 0.05, deadline)
+
+    ended = [event async for event in stream]  # returns on its own once the deadline passes
+
+    assert ended == []
+
+
+async def test_a_plain_user_naming_another_users_running_run_learns_nothing(
+    database: Database,
+) -> None:
+    theirs = await seed_turn(database, "bob", "bob's", started_at=NOW, status="running")
+    await _finish(database, theirs.run_id)
+    stream = _run_events(
+        database, logs.RunFilter(user_id="alice"), theirs.run_id, 0.05, None, [theirs.run_id]
+    )
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(stream), timeout=0.5)
+    finally:
+        await stream.aclose()

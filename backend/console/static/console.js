@@ -328,7 +328,7 @@
       else tab.removeAttribute("aria-current");
     }
     if (name === "runs" && !state.runsLoaded) reloadRuns();
-    if (name === "transcript" && argument) openTranscript(decodeURIComponent(argument));
+    if (name === "transcript" && argument) openTranscript(safeDecode(argument));
     if (name === "playground") enterPlayground();
     else leavePlayground();
   }
@@ -353,6 +353,15 @@
       throw new Error("Until must be after since");
     }
     return params;
+  }
+
+  /** A hash part as typed: a malformed escape ("%") is kept as it is, not thrown. */
+  function safeDecode(text) {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      return text;
+    }
   }
 
   function withFilters(extra) {
@@ -417,6 +426,16 @@
     state.nextBefore = page.next_before ?? null;
     show(byId("runs-older"), state.nextBefore !== null);
     show(byId("runs-empty"), state.runRows.size === 0);
+  }
+
+  /** The ids of the rows shown as running (newest 100): the stream sends their finish. */
+  function shownRunning() {
+    const ids = [...state.runRows]
+      .filter(([, row]) => row.dataset.status === "running")
+      .map(([id]) => id)
+      .sort((a, b) => b - a)
+      .slice(0, 100);
+    return ids.length ? ids.join(",") : null;
   }
 
   /** A run from the live stream: a changed row is replaced in place, a new one goes on top. */
@@ -503,7 +522,7 @@
     while (!signal.aborted) {
       try {
         const response = await request(
-          `${API}/runs/stream?${withFilters({ after: state.newestRunId })}`,
+          `${API}/runs/stream?${withFilters({ after: state.newestRunId, running: shownRunning() })}`,
           { accept: "text/event-stream", signal },
         );
         setLive("on", "Live");
