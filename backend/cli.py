@@ -198,7 +198,15 @@ def _run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None
         return
     from backend.main import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        # uvicorn's own lines in LOG_FORMAT too, not its default text.
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
+    )
 
 
 def _workers(settings: Settings, wanted: int | None, name: str) -> int:

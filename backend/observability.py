@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.agent.tools import TOOLS
@@ -281,8 +282,14 @@ class HttpMetricsMiddleware:
 def route_template(scope: Scope) -> str:
     """The matched route's path template (`/api/{user_id}/tasks`), or "unmatched"."""
     route = scope.get("route")
+    if route is None:
+        # A mount (the console's static files) sets no route: count it under its prefix,
+        # not the file asked for.
+        app = scope.get("app")
+        routes = getattr(getattr(app, "router", None), "routes", [])
+        endpoint = scope.get("endpoint")
+        route = next((r for r in routes if isinstance(r, Mount) and r.app is endpoint), None)
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    # A mount (the console's static files) is counted under its prefix, not the file asked for.
     return path if isinstance(path, str) and path else UNMATCHED_ROUTE
 
 

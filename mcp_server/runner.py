@@ -45,6 +45,8 @@ def run_http(settings: Settings, host: str, port: int, workers: int = 1) -> None
         log_level="warning",
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # uvicorn's own lines in LOG_FORMAT too, not its default text.
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
     )
 
 

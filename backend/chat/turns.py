@@ -298,10 +298,10 @@ class TurnRunner:
         if lease_lost.is_set():  # the heartbeat stopped the agent: another turn took over
             outcome = _Outcome(failure=_superseded(), error="the lease was lost mid-turn")
         record = outcome.record(recorder, round((time.monotonic() - began) * 1000))
-        self._count(start, record)
         # Shielded and tracked: a cancel now must not stop the turn from being recorded, and
         # shutdown waits for it.
         closing = asyncio.ensure_future(self._close(user_id, start, record, outcome.failure))
+        self._count(start, record)
         _track(closing)
         await asyncio.shield(closing)
         if cancelled is not None:
@@ -312,9 +312,12 @@ class TurnRunner:
 
     def _count(self, start: TurnStart, record: TurnRecord) -> None:
         """Metrics of a turn that ended, once, by the status its run is recorded with."""
-        self.metrics.turn_ended(record.status, start.channel, record.latency_ms / 1000)
-        for call in record.tool_calls:
-            self.metrics.chat_tool_call(call.get("name"), bool(call.get("is_error")))
+        try:
+            self.metrics.turn_ended(record.status, start.channel, record.latency_ms / 1000)
+            for call in record.tool_calls:
+                self.metrics.chat_tool_call(call.get("name"), bool(call.get("is_error")))
+        except Exception:  # a metrics bug must never cost the user their answer
+            logger.exception("Could not count the metrics of run %s", start.run_id)
 
     async def _attempt(
         self, user_id: str, start: TurnStart, zone: ZoneInfo, recorder: TurnRecorder

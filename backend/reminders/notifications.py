@@ -107,6 +107,8 @@ class Fired:
     user_id: str
     task_id: int
     late: bool
+    # How long after its set time the reminder fired.
+    lag_seconds: float
 
 
 async def fire_due(session: AsyncSession, *, batch_size: int) -> list[Fired]:
@@ -179,7 +181,16 @@ async def fire_due(session: AsyncSession, *, batch_size: int) -> list[Fired]:
             notification.message_id = message.id
     session.add_all(rows)
     await session.flush()
-    return [Fired(row.id or 0, row.user_id, row.task_id, row.late) for row in rows]
+    return [
+        Fired(
+            row.id or 0,
+            row.user_id,
+            row.task_id,
+            row.late,
+            (row.fired_at - row.remind_at).total_seconds(),
+        )
+        for row in rows
+    ]
 
 
 async def _already_notified(

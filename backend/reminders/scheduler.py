@@ -21,7 +21,6 @@ from backend.events.relay import (
     OUTAGE_BACKOFF_MAX_SECONDS,
     backoff_seconds,
 )
-from backend.models import Notification
 from backend.observability import Metrics
 from backend.reminders import notifications
 from backend.tasks import service as task_service
@@ -51,14 +50,8 @@ class Scheduler:
             fired = await notifications.fire_due(
                 session, batch_size=self.settings.reminders_batch_size
             )
-            # The notifications just added are in the session: no query.
-            lags = []
-            for item in fired:
-                row = await session.get(Notification, item.notification_id)
-                if row is not None:
-                    lags.append((row.fired_at - row.remind_at).total_seconds())
         if fired:
-            self.metrics.reminders_batch(lags)
+            self.metrics.reminders_batch([item.lag_seconds for item in fired])
             self.fired += len(fired)
             late = sum(1 for item in fired if item.late)
             logger.info("Fired %d reminder(s)%s", len(fired), f", {late} late" if late else "")
