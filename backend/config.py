@@ -242,28 +242,18 @@ class Settings(BaseSettings):
             raise ValueError("production needs AUTH_JWKS_URL or AUTH_SECRET (>= 32 bytes)")
         return value
 
-    @field_validator("mcp_token_secret")
+    @field_validator("mcp_token_secret", "mcp_token_previous_secret")
     @classmethod
     def _strong_mcp_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        name = (info.field_name or "").upper()
         if value is None:
-            if info.data.get("app_env") == "production":
+            if name == "MCP_TOKEN_SECRET" and info.data.get("app_env") == "production":
                 raise ValueError("production needs MCP_TOKEN_SECRET (>= 32 bytes)")
             return value
         if len(value.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"MCP_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+            raise ValueError(f"{name} must be at least {MIN_SECRET_BYTES} bytes")
         if value == info.data.get("auth_secret"):
-            raise ValueError("MCP_TOKEN_SECRET must differ from AUTH_SECRET")
-        return value
-
-    @field_validator("mcp_token_previous_secret")
-    @classmethod
-    def _strong_previous_mcp_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return value
-        if len(value.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"MCP_TOKEN_PREVIOUS_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-        if value == info.data.get("auth_secret"):
-            raise ValueError("MCP_TOKEN_PREVIOUS_SECRET must differ from AUTH_SECRET")
+            raise ValueError(f"{name} must differ from AUTH_SECRET")
         return value
 
     @model_validator(mode="after")
