@@ -116,7 +116,7 @@ async def test_the_runs_list_is_newest_first_and_pages_to_the_end(
     assert seen == expected
     first = (await _console("/runs?limit=1", client, OPERATOR))["items"][0]
     assert first["user_id"] == "alice"
-    assert first["message"] == "message 4" if first["id"] == seeded[4].run_id else True
+    assert (first["id"], first["message"]) == (seeded[4].run_id, "message 4")  # newest id
 
 
 async def test_a_run_shows_its_user_message_tool_calls_tokens_and_feedback(
